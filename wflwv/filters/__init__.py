@@ -1,0 +1,1 @@
+"""wflwv.filters"""

@@ -1,0 +1,14 @@
+"""Models: the plug-in API, the registry, and the built-in models (importing this registers them)."""
+from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, ModelOutput
+from wflwv.models.registry import create_model, get_model_entry, list_models, register_model
+
+__all__ = [
+    "CROP_SIZE",
+    "FrameInfo",
+    "LandmarkModel",
+    "ModelOutput",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "register_model",
+]

@@ -1,0 +1,129 @@
+"""The model plug-in API: what the benchmark harness hands a model and what it expects back.
+
+A model sees a batch of face crops, one per clip being processed, all at the same frame index t of their
+clips. Crops follow the WFLW-V evaluation protocol (:mod:`wflwv.dataset.crop`):
+
+* ``images``: ``torch.float32`` tensor of shape ``(N, 3, 256, 256)``, **RGB**, values in ``[0, 1]``, already on
+  the model's device. Models apply their own normalisation (e.g. ImageNet mean / std).
+* ``states``: a list of N per-clip states. The entry is ``None`` at a clip's first frame; afterwards it is
+  exactly what the model returned for that clip at the previous frame. The harness never looks inside, so a
+  warm-started model (LDEQ + RwR) keeps its previous equilibrium there instead of in hidden globals.
+* ``frames``: a list of N :class:`FrameInfo` saying which clip and frame each crop is (never the ground truth).
+
+It returns a :class:`ModelOutput`: landmarks in **crop pixels** ``(N, K, 2)`` (x, y; pixel centres at integer
+coordinates, so the crop spans ``[-0.5, 255.5]``), the N new states, and optionally per-frame statistics
+(``{"solver_iters": (N,), ...}``) that the harness records, and heatmaps for ensemble averaging.
+
+Results must not depend on which other clips share the batch: the harness may batch frame t of several clips
+(``--batch-videos``) and expects exactly the numbers of one clip at a time.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["CROP_SIZE", "FrameInfo", "ModelOutput", "LandmarkModel", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+#: Side of the square face crop every model receives, in pixels.
+CROP_SIZE = 256
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """Where a crop comes from. The harness fills this in; it never carries ground truth.
+
+    Attributes:
+        video_id: the clip's ID (file stem in the dataset).
+        frame_index: 0-based index of the frame within the clip.
+        num_frames: number of frames in the clip.
+        fps: the clip's frame rate (frames per second).
+        crop_to_frame: (2, 3) affine matrix taking crop pixels to frame pixels.
+        dataset_root: the dataset folder, for models that read per-clip side information (e.g. ``oracle``).
+    """
+
+    video_id: str
+    frame_index: int
+    num_frames: int
+    fps: float
+    crop_to_frame: np.ndarray
+    dataset_root: Path | None = None
+
+
+@dataclass
+class ModelOutput:
+    """What :meth:`LandmarkModel.predict` returns.
+
+    Attributes:
+        landmarks: (N, K, 2) crop-pixel coordinates, numpy or torch (any device).
+        states: N per-clip states to hand back at the clip's next frame.
+        stats: per-frame statistics, name -> (N,) numbers (e.g. ``solver_iters``, ``residual``).
+        heatmaps: optional (N, K, H, W) non-negative heatmaps over the crop, for oracle ensembles.
+    """
+
+    landmarks: Any
+    states: list[Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    heatmaps: Any = None
+
+    def landmarks_numpy(self) -> np.ndarray:
+        """Landmarks as a float64 numpy array (N, K, 2)."""
+        lm = self.landmarks
+        if isinstance(lm, torch.Tensor):
+            lm = lm.detach().to("cpu", torch.float64).numpy()
+        return np.asarray(lm, dtype=np.float64)
+
+    def stats_numpy(self) -> dict[str, np.ndarray]:
+        """Statistics as float64 numpy arrays of shape (N,)."""
+        out = {}
+        for k, v in self.stats.items():
+            if isinstance(v, torch.Tensor):
+                v = v.detach().to("cpu", torch.float64).numpy()
+            out[k] = np.asarray(v, dtype=np.float64).reshape(-1)
+        return out
+
+
+class LandmarkModel(abc.ABC):
+    """Base class for every model the harness can run.
+
+    Subclasses set :attr:`scheme` (``"wflw98"`` or ``"ibug68"``) and implement :meth:`predict`. Torch models
+    keep their network in :attr:`net` (an ``nn.Module``) so that the default :meth:`to` moves it and puts it
+    in eval mode; models without a network need nothing more. The registry sets :attr:`name`.
+    """
+
+    #: landmark scheme of the output (decides K and which points the metrics compare)
+    scheme: str = "wflw98"
+    #: set by :func:`wflwv.models.create_model`
+    name: str = ""
+    #: the network, if any (moved by :meth:`to`)
+    net: torch.nn.Module | None = None
+    device: torch.device = torch.device("cpu")
+
+    @abc.abstractmethod
+    def predict(
+        self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]
+    ) -> ModelOutput:
+        """Predict landmarks for a batch of crops (see the module docstring for shapes and units)."""
+
+    def to(self, device: str | torch.device) -> "LandmarkModel":
+        """Move the model to ``device`` and return it (eval mode for torch networks)."""
+        self.device = torch.device(device)
+        if self.net is not None:
+            self.net.to(self.device).eval()
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration, recorded in results for provenance (JSON-serialisable)."""
+        return {}
+
+    @property
+    def num_landmarks(self) -> int:
+        from wflwv.schemes import get_scheme
+
+        return get_scheme(self.scheme).num_points
