@@ -12,3 +12,4 @@ __all__ = [
     "list_models",
     "register_model",
 ]
+from wflwv.models import sanity  # noqa: E402,F401  (registers oracle, mean-shape, perturbed-oracle)

@@ -97,8 +97,9 @@ class LandmarkModel(abc.ABC):
     in eval mode; models without a network need nothing more. The registry sets :attr:`name`.
     """
 
-    #: landmark scheme of the output (decides K and which points the metrics compare)
-    scheme: str = "wflw98"
+    #: landmark scheme of the output (decides K and which points the metrics compare); ``None`` means "the
+    #: dataset's scheme" (for models such as ``oracle`` that echo the data)
+    scheme: str | None = "wflw98"
     #: set by :func:`wflwv.models.create_model`
     name: str = ""
     #: the network, if any (moved by :meth:`to`)
@@ -122,8 +123,3 @@ class LandmarkModel(abc.ABC):
         """The resolved configuration, recorded in results for provenance (JSON-serialisable)."""
         return {}
 
-    @property
-    def num_landmarks(self) -> int:
-        from wflwv.schemes import get_scheme
-
-        return get_scheme(self.scheme).num_points

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny synthetic datasets in the official layout (no downloads, ever)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+#: the shared reference data beside the checkout (absent outside the workplace: tests needing it skip)
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """4 clips (2 hard, 2 easy) of 12 frames, wflw98; read-only for tests (copy before modifying)."""
+    from wflwv.dataset.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    make_synthetic_dataset(root, num_hard=2, num_easy=2, num_frames=12)
+    return root
+
+
+@pytest.fixture
+def synth_copy(synth_root, tmp_path) -> Path:
+    """A private copy of the synthetic dataset that a test may damage."""
+    import shutil
+
+    dst = tmp_path / "data"
+    shutil.copytree(synth_root, dst)
+    return dst

@@ -1,0 +1,166 @@
+"""The ``wflwv`` command line. Subcommands are thin: they parse options and call the library."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wflwv import __version__
+
+DEMO_HINT = "no --data given: using the built-in synthetic demo set"
+
+
+def parse_kv(items: tuple[str, ...], what: str = "--model-arg") -> dict[str, Any]:
+    """Parse ``key=value`` strings; values become bool/None/int/float/list when they read as such, else str."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not key=value (example: {what} jitter=2.0)", param_hint=what)
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if not key.isidentifier():
+            raise click.BadParameter(f"{key!r} is not a valid argument name", param_hint=what)
+        low = raw.strip().lower()
+        if low in ("true", "yes", "on"):
+            value: Any = True
+        elif low in ("false", "no", "off"):
+            value = False
+        elif low in ("none", "null"):
+            value = None
+        else:
+            try:
+                value = ast.literal_eval(raw)
+                if not isinstance(value, (int, float, list, tuple, str)):
+                    value = raw
+            except (ValueError, SyntaxError):
+                value = raw
+        out[key] = value
+    return out
+
+
+def _default_out(model: str, args: dict[str, Any], data: str, split: str) -> Path:
+    tag = hashlib.sha256(json.dumps([model, args, str(Path(data).resolve())], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("runs") / f"{model}-{tag}"
+
+
+def _demo_data() -> Path:
+    from wflwv.dataset.synthetic import make_synthetic_dataset
+    from wflwv.io import cache_dir
+
+    root = cache_dir() / "synthetic-demo"
+    make_synthetic_dataset(root, num_hard=3, num_easy=3, num_frames=40)
+    return root
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    header = f"{'result set':<40} {'split':<5} {'videos':>6} {'failed':>6} {'NME %':>8} {'NMF':>9} {'FR@0.1':>7} {'AUC@0.1':>8}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for label, s in summary["sets"].items():
+        for split, agg in s["splits"].items():
+            def f(key, fmt):
+                v = agg.get(key)
+                return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+
+            click.echo(
+                f"{label[:40]:<40} {split:<5} {agg['videos']:>6} {agg['failed']:>6} {f('nme', '8.4f')} {f('nmf', '9.3f')} "
+                f"{f('fr_0.1', '7.4f')} {f('auc_0.1', '8.4f')}"
+            )
+    click.echo(f"\nresults: {out}/per_video.csv, {out}/per_video.parquet, {out}/summary.json")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wflwv")
+def cli() -> None:
+    """Measure and reduce landmark flicker in face video (NME / NMF on WFLW-V-style datasets)."""
+
+
+@cli.command()
+@click.option("--model", "model_name", required=True, help="Registered model name (see `wflwv models`).")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Argument for the model factory; repeatable (e.g. weights=ckpt.pt).")
+@click.option("--rwr", is_flag=True, help="Recurrence without Recurrence: same as --model-arg rwr=true (LDEQ).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None, help="Dataset folder in the official WFLW-V layout. Default: the built-in demo set.")
+@click.option("--split", default="all", show_default=True, help="hard, easy, all, or a file with one video ID per line.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder (default: runs/<model>-<hash of model, args and data>). Re-running into it resumes.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-videos", default=1, show_default=True, type=click.IntRange(min=1), help="Clips processed together (frame t of each in one batch); does not change results.")
+@click.option("--filter", "filters", multiple=True, metavar="SPEC", help="Temporal filter on the predictions, e.g. one-euro:min_cutoff=1.0,beta=0.1 or a sweep ema:alpha=0.2|0.4; repeatable.")
+@click.option("--norm", type=click.Choice(["inter-ocular", "inter-pupil", "box-diagonal"]), default="inter-ocular", show_default=True, help="NME normaliser.")
+@click.option("--overwrite", is_flag=True, help="Discard results of a different configuration found in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench(model_name, model_args, rwr, data, split, out, device, batch_videos, filters, norm, overwrite, quiet):
+    """Score a model on NME and NMF, per clip and per split (hard / easy / all).
+
+    Writes per-video results (CSV and parquet), the predictions, and summary.json with provenance to --out.
+    """
+    from wflwv.benchmark.harness import BenchError, run_benchmark
+    from wflwv.dataset.layout import DatasetError
+    from wflwv.models import create_model
+
+    args = parse_kv(model_args)
+    if rwr:
+        args["rwr"] = True
+    try:
+        from wflwv.filters import parse_filter_options
+
+        settings = parse_filter_options(filters) if filters else []
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    if data is None:
+        click.echo(f"{DEMO_HINT} (built in the cache on first use)", err=True)
+        data = _demo_data()
+    if out is None:
+        out = _default_out(model_name, args, str(data), split)
+    try:
+        model = create_model(model_name, **args)
+    except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)) from None
+    try:
+        summary = run_benchmark(
+            model,
+            data,
+            out,
+            split=split,
+            device=device,
+            batch_videos=batch_videos,
+            filters=settings,
+            norm=norm,
+            model_spec={"name": model_name, "args": args},
+            progress=not quiet,
+            overwrite=overwrite,
+        )
+    except (BenchError, DatasetError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_summary(summary, out)
+    failed = summary["sets"]["none"]["splits"]["all"]["failed"]
+    if failed:
+        click.echo(f"{failed} clip(s) failed; their reasons are in the 'error' column of per_video.csv", err=True)
+
+
+@cli.command("models")
+def models_cmd():
+    """List the registered models with a one-line description."""
+    from wflwv.models.registry import get_model_entry, list_models
+
+    names = list_models()
+    width = max(len(n) for n in names) if names else 0
+    for name in names:
+        try:
+            entry = get_model_entry(name)
+            src = "" if entry.source == "builtin" else f"  [{entry.source}]"
+            click.echo(f"{name:<{width}}  {entry.description}{src}")
+        except Exception as exc:  # a broken plug-in is reported, the listing goes on
+            click.echo(f"{name:<{width}}  (cannot be loaded: {exc})")
+
+
+def main() -> None:
+    cli(prog_name="wflwv")
+
+
+if __name__ == "__main__":
+    main()
