@@ -16,6 +16,7 @@ CONTRACT_KWARGS: dict[str, dict] = {
     "unet": dict(size="tiny"),
     "hrnet": dict(size="tiny"),
     "hrformer": dict(size="tiny"),
+    "oracle-ensemble": dict(members=[("unet", None, {"size": "tiny"}), ("perturbed-oracle", None, {"jitter": 1.0})], tta="flip,shift"),
 }
 
 

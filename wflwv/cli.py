@@ -158,6 +158,16 @@ def models_cmd():
             click.echo(f"{name:<{width}}  (cannot be loaded: {exc})")
 
 
+def _add_subsystem_commands() -> None:
+    """Commands that live with their subsystem (each module defines one click command)."""
+    from wflwv.reports import report
+
+    cli.add_command(report)
+
+
+_add_subsystem_commands()
+
+
 def main() -> None:
     cli(prog_name="wflwv")
 

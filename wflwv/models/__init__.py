@@ -13,3 +13,5 @@ __all__ = [
     "register_model",
 ]
 from wflwv.models import sanity  # noqa: E402,F401  (registers oracle, mean-shape, perturbed-oracle)
+from wflwv.models import ldeq  # noqa: E402,F401  (registers ldeq)
+from wflwv import baselines as _baselines  # noqa: E402,F401  (registers unet, hrnet, hrformer, oracle-ensemble)
