@@ -161,8 +161,10 @@ def models_cmd():
 def _add_subsystem_commands() -> None:
     """Commands that live with their subsystem (each module defines one click command)."""
     from wflwv.reports import report
+    from wflwv.training.command import train
 
     cli.add_command(report)
+    cli.add_command(train)
 
 
 _add_subsystem_commands()
