@@ -97,7 +97,7 @@ def test_writer_rejects_paths_with_whitespace_and_bad_samples():
     with pytest.raises(ValueError, match="whitespace"):
         format_annotation_line(s)
     with pytest.raises(ValueError, match="shape"):
-        WFLWSample(np.zeros((68, 2)), np.zeros(4))
+        WFLWSample(np.zeros((70, 2)), np.zeros(4))
     with pytest.raises(ValueError, match="0/1"):
         WFLWSample(np.zeros((98, 2)), np.zeros(4), (0, 0, 3, 0, 0, 0))
 
@@ -188,3 +188,28 @@ def test_augmented_crops_keep_drawn_pupils_under_their_keypoints(synthetic):
     assert np.array_equal(a["image"].numpy(), b["image"].numpy())
     ds.set_epoch(2)
     assert not np.allclose(ds[3]["keypoints"].numpy(), a["keypoints"].numpy())
+
+
+def test_68_point_lines_round_trip_and_feed_an_ibug68_dataset(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(3):
+        lm = rng.uniform(20, 80, size=(68, 2))
+        samples.append(WFLWSample(lm, np.concatenate([lm.min(0), lm.max(0)]), (0,) * 6, f"img_{i}.png"))
+        cv2.imwrite(str(tmp_path / f"img_{i}.png"), np.full((100, 100, 3), 128, np.uint8))
+    path = write_annotations(tmp_path / "list_98pt_rect_attr_train.txt", samples)
+    assert len(format_annotation_line(samples[0]).split()) == 136 + 4 + 6 + 1
+    back = read_annotations(path)
+    assert back[0].scheme.name == "ibug68"
+    np.testing.assert_allclose(back[1].landmarks, samples[1].landmarks, atol=5e-7)
+    ds = WFLWStillDataset(tmp_path, "train", scheme="ibug68")
+    assert ds.landmarks(2).shape == (68, 2)
+    with pytest.raises(ValueError, match="cannot convert ibug68"):
+        WFLWStillDataset(tmp_path, "train", scheme="wflw98").landmarks(0)
+    # one scheme per file
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(format_annotation_line(samples[0]) + "\n" + format_annotation_line(_random_samples(1)[0]) + "\n")
+    with pytest.raises(WFLWFormatError, match="line 2: 98 landmarks where line 1 has 68"):
+        read_annotations(mixed)

@@ -7,6 +7,9 @@ Annotation format (``list_98pt_rect_attr_{train,test}.txt``), one face per line,
 * 6 flags (0 or 1): pose, expression, illumination, make-up, occlusion, blur,
 * the image path, relative to the ``WFLW_images`` folder (no whitespace in it).
 
+The same layout with 136 coordinates (68 iBUG-68 points) is accepted too: `wflwv demo` writes its still images
+that way when they are labelled by a 68-point oracle. A file holds one kind of line only.
+
 The six flags define the test subsets of the paper's tables 1 and 2 (a face belongs to every subset whose flag
 is 1); ``"full"`` is the whole split.
 
@@ -62,8 +65,10 @@ ATTRIBUTES: tuple[str, ...] = ("pose", "expression", "illumination", "makeup", "
 #: every subset name, in the column order of the paper's tables ("full" = whole split)
 SUBSETS: tuple[str, ...] = ("full",) + ATTRIBUTES
 SPLITS: tuple[str, ...] = ("train", "test")
-#: tokens per annotation line: coordinates, box, flags, path
+#: tokens per annotation line: coordinates, box, flags, path (98 points; 68-point lines have 60 fewer)
 _NUM_TOKENS = 2 * NUM_POINTS + 4 + len(ATTRIBUTES) + 1
+#: point counts a line may carry: WFLW-98, or iBUG-68 for sets labelled by a 68-point oracle
+_POINT_COUNTS = (98, 68)
 
 _ANNOTATION_SUBDIRS: tuple[str, ...] = (
     "WFLW_annotations/list_98pt_rect_attr_train_test",
@@ -83,7 +88,7 @@ class WFLWSample:
     """One annotated face.
 
     Attributes:
-        landmarks: (98, 2) float64 image pixels (x, y).
+        landmarks: (98, 2) float64 image pixels (x, y); (68, 2) for iBUG-68 sets.
         box: (4,) float64 ``x_min, y_min, x_max, y_max`` in image pixels.
         attributes: six 0/1 flags in :data:`ATTRIBUTES` order.
         image_path: path of the image relative to the images folder (``/``-separated, no whitespace).
@@ -98,14 +103,21 @@ class WFLWSample:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float64)
         self.box = np.asarray(self.box, dtype=np.float64).reshape(-1)
         self.attributes = tuple(int(a) for a in self.attributes)
-        if self.landmarks.shape != (NUM_POINTS, 2):
-            raise ValueError(f"WFLW landmarks must have shape ({NUM_POINTS}, 2), got {self.landmarks.shape}")
+        if self.landmarks.ndim != 2 or self.landmarks.shape[1] != 2 or self.landmarks.shape[0] not in _POINT_COUNTS:
+            raise ValueError(f"WFLW landmarks must have shape (98, 2) (or (68, 2) for iBUG-68), got {self.landmarks.shape}")
         if self.box.shape != (4,):
             raise ValueError(f"WFLW box must be 4 numbers x_min, y_min, x_max, y_max, got shape {self.box.shape}")
         if len(self.attributes) != len(ATTRIBUTES) or any(a not in (0, 1) for a in self.attributes):
             raise ValueError(
                 f"WFLW attributes must be {len(ATTRIBUTES)} flags of 0/1 ({', '.join(ATTRIBUTES)}), got {self.attributes}"
             )
+
+    @property
+    def scheme(self) -> LandmarkScheme:
+        """The landmark scheme of this sample (by its number of points)."""
+        from wflwv.schemes import scheme_for_num_points
+
+        return scheme_for_num_points(self.landmarks.shape[0])
 
     @property
     def flags(self) -> dict[str, bool]:
@@ -141,15 +153,17 @@ def parse_annotation_line(line: str, source: str = "<string>", line_no: int = 0)
     """
     where = f"{source}, line {line_no}"
     tokens = line.split()
-    if len(tokens) != _NUM_TOKENS:
+    extra = 4 + len(ATTRIBUTES) + 1
+    if len(tokens) - extra not in [2 * k for k in _POINT_COUNTS]:
         hint = ""
         if len(tokens) > _NUM_TOKENS:
             hint = " (does the image path contain spaces?)"
         raise WFLWFormatError(
             f"{where}: expected {_NUM_TOKENS} whitespace-separated fields (196 coordinates, 4 box values, "
-            f"6 attribute flags, image path) but found {len(tokens)}{hint}"
+            f"6 attribute flags, image path; or 136 coordinates for 68 points) but found {len(tokens)}{hint}"
         )
-    n_num = 2 * NUM_POINTS + 4
+    k = (len(tokens) - extra) // 2
+    n_num = 2 * k + 4
     try:
         numbers = np.array([float(t) for t in tokens[:n_num]], dtype=np.float64)
     except ValueError:
@@ -165,11 +179,11 @@ def parse_annotation_line(line: str, source: str = "<string>", line_no: int = 0)
                 f"{where}: attribute flag {ATTRIBUTES[i]!r} (field {n_num + i + 1}) must be 0 or 1, got {t!r}"
             )
         flags.append(int(t))
-    box = numbers[2 * NUM_POINTS :]
+    box = numbers[2 * k :]
     if box[2] < box[0] or box[3] < box[1]:
         raise WFLWFormatError(f"{where}: face box {box.tolist()} has x_max < x_min or y_max < y_min")
     return WFLWSample(
-        landmarks=numbers[: 2 * NUM_POINTS].reshape(NUM_POINTS, 2),
+        landmarks=numbers[: 2 * k].reshape(k, 2),
         box=box,
         attributes=tuple(flags),
         image_path=tokens[-1],
@@ -230,6 +244,11 @@ def read_annotations(path: str | os.PathLike) -> list[WFLWSample]:
             if not line.strip():
                 continue
             samples.append(parse_annotation_line(line, str(path), i))
+            if samples[-1].landmarks.shape != samples[0].landmarks.shape:
+                raise WFLWFormatError(
+                    f"{path}, line {i}: {len(samples[-1].landmarks)} landmarks where line 1 has "
+                    f"{len(samples[0].landmarks)}; a file must use one landmark scheme"
+                )
     return samples
 
 
@@ -405,7 +424,8 @@ class WFLWStillDataset(Dataset):
 
     def landmarks(self, index: int) -> np.ndarray:
         """(K, 2) image-pixel landmarks of sample ``index`` in this dataset's scheme."""
-        return convert_landmarks(self.samples[index].landmarks, "wflw98", self.scheme)
+        sample = self.samples[index]
+        return convert_landmarks(sample.landmarks, sample.scheme, self.scheme)
 
     def crop(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The crop of sample ``index`` with the augmentations of the current epoch.
