@@ -31,3 +31,13 @@ def synth_copy(synth_root, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(synth_root, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def synth_root68(tmp_path_factory) -> Path:
+    """Like :func:`synth_root` but with iBUG-68 landmarks (for 68-point models)."""
+    from wflwv.dataset.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth68") / "data"
+    make_synthetic_dataset(root, num_hard=2, num_easy=2, num_frames=12, scheme="ibug68")
+    return root

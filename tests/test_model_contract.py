@@ -29,9 +29,9 @@ def _frames(ds: WFLWVDataset, vids, t: int):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_model_contract(name, synth_root, tmp_path):
-    ds = WFLWVDataset(synth_root)
+def test_model_contract(name, synth_root, synth_root68, tmp_path):
     model = create_model(name, **CONTRACT_KWARGS.get(name, {})).to("cpu")
+    ds = WFLWVDataset(synth_root68 if model.scheme == "ibug68" else synth_root)
     assert model.name == name
     scheme = get_scheme(model.scheme) if model.scheme is not None else ds.scheme
     vids = ds.ids()[:2]

@@ -12,7 +12,7 @@ import click
 
 from wflwv import __version__
 
-DEMO_HINT = "no --data given: using the built-in synthetic demo set"
+DEMO_HINT = "no --data given: using the demo dataset (real faces, see `wflwv demo`)"
 
 
 def parse_kv(items: tuple[str, ...], what: str = "--model-arg") -> dict[str, Any]:
@@ -49,12 +49,12 @@ def _default_out(model: str, args: dict[str, Any], data: str, split: str) -> Pat
 
 
 def _demo_data() -> Path:
-    from wflwv.dataset.synthetic import make_synthetic_dataset
-    from wflwv.io import cache_dir
+    from wflwv.dataset.demo import DemoError, ensure_demo_dataset
 
-    root = cache_dir() / "synthetic-demo"
-    make_synthetic_dataset(root, num_hard=3, num_easy=3, num_frames=40)
-    return root
+    try:
+        return ensure_demo_dataset(log=lambda m: click.echo(m, err=True))
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -84,7 +84,7 @@ def cli() -> None:
 @click.option("--model", "model_name", required=True, help="Registered model name (see `wflwv models`).")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Argument for the model factory; repeatable (e.g. weights=ckpt.pt).")
 @click.option("--rwr", is_flag=True, help="Recurrence without Recurrence: same as --model-arg rwr=true (LDEQ).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None, help="Dataset folder in the official WFLW-V layout. Default: the built-in demo set.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None, help="Dataset folder in the official WFLW-V layout. Default: the demo dataset (fetched and built on first use).")
 @click.option("--split", default="all", show_default=True, help="hard, easy, all, or a file with one video ID per line.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder (default: runs/<model>-<hash of model, args and data>). Re-running into it resumes.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -160,11 +160,15 @@ def models_cmd():
 
 def _add_subsystem_commands() -> None:
     """Commands that live with their subsystem (each module defines one click command)."""
+    from wflwv.dataset.build_command import build
+    from wflwv.dataset.demo import demo
     from wflwv.reports import report
     from wflwv.training.command import train
 
     cli.add_command(report)
     cli.add_command(train)
+    cli.add_command(build)
+    cli.add_command(demo)
 
 
 _add_subsystem_commands()

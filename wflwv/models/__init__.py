@@ -15,3 +15,4 @@ __all__ = [
 from wflwv.models import sanity  # noqa: E402,F401  (registers oracle, mean-shape, perturbed-oracle)
 from wflwv.models import ldeq  # noqa: E402,F401  (registers ldeq)
 from wflwv import baselines as _baselines  # noqa: E402,F401  (registers unet, hrnet, hrformer, oracle-ensemble)
+from wflwv.dataset import oracle as _dlib68  # noqa: E402,F401  (registers dlib68, the offline 68-point teacher)
