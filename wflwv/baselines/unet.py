@@ -36,6 +36,7 @@ class UNetConfig:
     depth: int | None = None  # down-sampling steps below 1/4 resolution (tiny 3, others 4: 64 -> 4 px)
     max_width: int | None = None  # channel cap of the deepest levels (tiny 32, small 512, base 1024, large 1536)
     stem_width: int | None = None  # channels after the first stride-2 conv (tiny 8, small 16, base 32, large 48)
+    input_size: int | None = None  # resize crops to this side first (e.g. 128 for a fast CPU model); None: as given
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(width=8, depth=3, max_width=32, stem_width=8),
@@ -83,7 +84,14 @@ class UNetNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images: (N, 3, H, W) ImageNet-normalised -> {"heatmaps": (N, K, H/4, W/4), "keypoints": (N, K, 2)}."""
+        """images: (N, 3, H, W) ImageNet-normalised -> {"heatmaps": (N, K, H/4, W/4), "keypoints": (N, K, 2)}.
+
+        With ``config.input_size`` set, images are first resized to that side (heatmaps then have side
+        input_size / 4; keypoints are unit crop coordinates either way).
+        """
+        size = self.config.input_size
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         x = self.stem(images)
         skips = []
         for i, block in enumerate(self.down):

@@ -71,7 +71,7 @@ class LDEQConfig:
     # --- landmarks / heatmaps
     num_landmarks: int = 98  # L heatmaps that become keypoints (98 = WFLW, 68 = iBUG)
     extra_latent_channels: int = 0  # extra equilibrium channels that are not keypoints (released cell_extra_latent_width)
-    input_size: int = 256  # side of the (square) input crop in pixels
+    input_size: int = 256  # side of the square input the stem sees; larger crops (the 256 px protocol crop) are resized to it
     heatmap_size: int = 64  # side of the heatmaps; the stem downsamples by 4, so must equal input_size // 4
     input_channels: int = 3  # RGB
     # --- widths (released: injection_width / cell_base_width / cell_width_increment / cell_gn_groups)
@@ -447,10 +447,14 @@ class LDEQNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The stem ("injection"): (N, 3, S, S) -> (N, injection_width, S/4, S/4)."""
         c = self.config
-        if x.dim() != 4 or x.shape[1] != c.input_channels or x.shape[2] != c.input_size or x.shape[3] != c.input_size:
+        if x.dim() != 4 or x.shape[1] != c.input_channels or x.shape[2] != x.shape[3]:
             raise ValueError(
-                f"LDEQNet expects input of shape (N, {c.input_channels}, {c.input_size}, {c.input_size}), "
+                f"LDEQNet expects square input of shape (N, {c.input_channels}, S, S) (S = {c.input_size} natively), "
                 f"got {tuple(x.shape)}")
+        if x.shape[2] != c.input_size:
+            # a model configured for smaller crops (e.g. the fast demo model) sees the protocol's crop resized;
+            # keypoints are in unit crop coordinates, so they need no change
+            x = F.interpolate(x, size=(c.input_size, c.input_size), mode="bilinear", align_corners=False, antialias=True)
         return self.tail(x)
 
     def cell(self, z: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
