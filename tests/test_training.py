@@ -29,7 +29,8 @@ from wflwv.training.augment import (
 )
 from wflwv.training.command import train as train_command
 from wflwv.training.losses import AdaptiveWingLoss, HeatmapMSE, KeypointMSE, adaptive_wing, make_loss, target_heatmaps
-from wflwv.training.loop import BEST_NAME, CHECKPOINT_NAME, METRICS_CSV, METRICS_JSON, format_table, load_checkpoint
+from wflwv.models.checkpoints import CheckpointError, load_checkpoint
+from wflwv.training.loop import BEST_NAME, CHECKPOINT_NAME, METRICS_CSV, METRICS_JSON, format_table
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,6 +138,17 @@ def test_keypoint_and_heatmap_losses():
     hm = HeatmapMSE(sigma=1.5)
     assert hm({"heatmaps": target}, {"keypoints": kp}) < 1e-12
     assert hm({"heatmaps": target.roll(2, dims=-1)}, {"keypoints": kp}) > 1e-4
+    # pixels weigh 1 + foreground_weight * target; weight 0 is the plain MSE
+    pred = target + 0.05 * torch.randn_like(target)
+    plain = ((pred - target) ** 2).mean()
+    assert torch.isclose(HeatmapMSE(foreground_weight=0)({"heatmaps": pred}, {"keypoints": kp}), plain)
+    weighted = ((1 + 100 * target) * (pred - target) ** 2).mean()
+    assert torch.isclose(hm({"heatmaps": pred}, {"keypoints": kp}), weighted)
+    # an all-zero output is no longer nearly as good as the truth: the peaks carry a real share of the loss
+    zeros = torch.zeros_like(target)
+    assert hm({"heatmaps": zeros}, {"keypoints": kp}) > 30 * HeatmapMSE(foreground_weight=0)({"heatmaps": zeros}, {"keypoints": kp})
+    with pytest.raises(ValueError, match="foreground_weight must be >= 0"):
+        HeatmapMSE(foreground_weight=-1)
     with pytest.raises(KeyError, match="needs the network output 'heatmaps'.*keypoints"):
         hm({"keypoints": kp}, {"keypoints": kp})
     with pytest.raises(ValueError, match="unknown loss 'l1'"):
@@ -383,6 +395,36 @@ def test_interrupt_saves_a_resumable_checkpoint(tiny_arch, small_wflw, tmp_path)
     assert resumed.step == 4 and _states_equal(straight.net.state_dict(), resumed.net.state_dict())
 
 
+def test_training_checkpoints_use_the_safe_checkpoint_io(tiny_arch, small_wflw, tmp_path):
+    from wflwv.models.checkpoints import save_checkpoint
+    from wflwv.training import load_trained_net, load_training_checkpoint
+
+    cfg = TrainConfig(epochs=1, batch_size=4, device="cpu", progress=False)
+    res = train(tiny_arch, None, small_wflw, tmp_path / "a", cfg, log=_quiet)
+    ckpt = load_checkpoint(res.checkpoint)  # the project's loader: weights_only + allow-list
+    assert ckpt["format"] == "toolkit" and ckpt["arch"] == "tiny"
+    rng = ckpt["rng"]  # generator states are tensors and plain lists, not numpy objects
+    assert isinstance(rng["torch"], torch.Tensor) and rng["numpy"][0] == "MT19937"
+    assert len(rng["numpy"][1]) == 624 and all(type(v) is int for v in rng["numpy"][1])
+    net, info = load_trained_net(res.best_checkpoint)
+    assert info["epoch"] == 1 and _states_equal(net.state_dict(), res.net.state_dict())
+    # a checkpoint without the training state (e.g. exported weights) cannot be resumed from
+    out = tmp_path / "b"
+    save_checkpoint(out / CHECKPOINT_NAME, {"arch": "tiny", "config": dataclasses.asdict(TinyConfig()),
+                                            "scheme": "wflw98", "state_dict": res.net.state_dict(), "epoch": 1})
+    assert load_training_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 1
+    with pytest.raises(CheckpointError, match="not a resumable wflwv training checkpoint.*optimizer, scheduler"):
+        train(tiny_arch, None, small_wflw, out, cfg, log=_quiet)
+    with pytest.raises(CheckpointError, match="not a wflwv training checkpoint"):
+        load_trained_net(_bare_state_dict(out / "bare.pt", res.net))
+    assert train(tiny_arch, None, small_wflw, out, cfg, resume=False, log=_quiet).step == 2
+
+
+def _bare_state_dict(path, net):
+    torch.save(net.state_dict(), path)
+    return path
+
+
 def test_train_checks_landmark_count_and_data(tiny_arch, small_wflw, tmp_path):
     with pytest.raises(ValueError, match="num_landmarks = 98 but scheme ibug68 has 68"):
         train(tiny_arch, TinyConfig(), small_wflw, tmp_path, TrainConfig(scheme="ibug68", device="cpu"), log=_quiet)
@@ -404,7 +446,8 @@ def test_unet_trains_with_heatmap_losses(small_wflw, tmp_path):
         config = default_config("unet", 98, ["size=tiny"])
         res = train("unet", config, TrainData(train_ds, val), tmp_path / loss, cfg, log=_quiet)
         losses = [h["train_loss"] for h in res.history]
-        assert losses[-1] < 0.5 * losses[0], (loss, losses)
+        # (learning to localise is checked in test_train_learning.py; 8 steps only show the loss going down)
+        assert losses[-1] < 0.75 * losses[0], (loss, losses)
         ckpt = load_checkpoint(res.checkpoint)
         assert ckpt["loss"] == loss and ckpt["config"]["size"] == "tiny"
         net, _, default_loss = build_net("unet", ckpt["config"])

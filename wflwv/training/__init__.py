@@ -4,7 +4,7 @@ Importing this package is light; the heavy pieces (torch data loading, architect
 """
 from wflwv.training.archs import ARCHS, apply_overrides, build_net, resolve_arch
 from wflwv.training.augment import AugmentConfig
-from wflwv.training.loop import TrainConfig, TrainData, TrainResult, evaluate, load_checkpoint, load_trained_net, train
+from wflwv.training.loop import TrainConfig, TrainData, TrainResult, evaluate, load_trained_net, load_training_checkpoint, train
 
 __all__ = [
     "ARCHS",
@@ -15,8 +15,8 @@ __all__ = [
     "apply_overrides",
     "build_net",
     "evaluate",
-    "load_checkpoint",
     "load_trained_net",
+    "load_training_checkpoint",
     "resolve_arch",
     "train",
 ]

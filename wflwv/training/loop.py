@@ -9,12 +9,14 @@ per test subset as in the paper's tables 1 and 2), and writes to the output fold
 * ``best.pt``: the checkpoint with the lowest full-set validation NME so far;
 * ``metrics.json`` (whole history + best) and ``metrics.csv`` (one row per validation and subset).
 
-Checkpoints are plain dicts that load with ``torch.load(path, weights_only=True)``: ``arch``, ``config``
-(``dataclasses.asdict`` of the architecture config), ``scheme``, ``state_dict``, ``optimizer``, ``epoch``
-(completed epochs), ``metrics`` (latest validation), ``wflwv_version``, plus what resuming needs:
-``scheduler``, ``step`` (optimizer steps so far), ``epoch_step`` (steps into an unfinished epoch, after a
-``max_steps`` stop or an interrupt), ``rng`` (torch / numpy / python generator states), ``history``,
-``best``, ``loss`` and ``train_config``.
+Checkpoints are written and read by :mod:`wflwv.models.checkpoints` (atomic ``save_checkpoint``, which reloads
+the file before it replaces the old one; ``load_checkpoint`` with ``weights_only=True`` and its allow-list), so
+they hold only tensors and plain Python values: ``arch``, ``config`` (``dataclasses.asdict`` of the
+architecture config), ``scheme``, ``state_dict``, ``optimizer``, ``epoch`` (completed epochs), ``metrics``
+(latest validation), ``wflwv_version``, plus what resuming needs: ``scheduler``, ``step`` (optimizer steps so
+far), ``epoch_step`` (steps into an unfinished epoch, after a ``max_steps`` stop or an interrupt), ``rng``
+(torch generator state as a tensor, numpy and python generator states as plain lists), ``history``, ``best``,
+``loss`` and ``train_config``.
 
 Resuming is exact: the sample order of epoch ``e`` is a permutation seeded by ``(seed, e)`` and each sample's
 augmentation by ``(seed, e, index)``, so a resumed run sees the same batches as an uninterrupted one.
@@ -55,8 +57,7 @@ __all__ = [
     "format_table",
     "resolve_device",
     "normalize_imagenet",
-    "save_checkpoint",
-    "load_checkpoint",
+    "load_training_checkpoint",
     "load_trained_net",
     "EpochSampler",
 ]
@@ -96,6 +97,7 @@ class TrainConfig:
     # the schedule is still laid out over `epochs`
     loss: str = ""  # "keypoint_mse", "heatmap_mse" or "awing"; "" = the architecture's default
     heatmap_sigma: float = 1.5  # Gaussian width of heatmap targets, heatmap cells
+    heatmap_foreground_weight: float = 100.0  # heatmap_mse: pixel weight 1 + this * target (0 = plain MSE)
     scheme: str = "wflw98"  # landmark scheme trained ("ibug68" converts the WFLW points)
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
     workers: int = 0  # data-loader worker processes (0 = load in the main process)
@@ -251,28 +253,39 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
-    """``torch.save`` atomically (temp file in the same folder, then ``os.replace``)."""
-    from wflwv.io import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-    return path
-
-
 _REQUIRED_KEYS = ("arch", "config", "scheme", "state_dict", "epoch")
+_RESUME_KEYS = ("optimizer", "scheduler", "step", "rng")
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a training checkpoint (``weights_only=True``) and check it has the keys of the format."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
-        have = ", ".join(sorted(ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a wflwv training checkpoint (needs {', '.join(_REQUIRED_KEYS)}; has {have})")
+def load_training_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                             resumable: bool = False) -> dict:
+    """Read a checkpoint written by :func:`train`.
+
+    Loading goes through :func:`wflwv.models.checkpoints.load_checkpoint` (``weights_only=True`` with its
+    allow-list); this only adds the check that the file is a toolkit checkpoint with the training keys.
+
+    Args:
+        path: ``checkpoint.pt`` / ``best.pt`` of a training run.
+        map_location: where tensors go.
+        resumable: also require what resuming needs (optimizer, scheduler, step counter, RNG states).
+    Returns:
+        the checkpoint dict (with the ``"format"`` key the loader adds).
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError (a ValueError): unreadable, unsafe, or not a wflwv training checkpoint.
+    """
+    from wflwv.models.checkpoints import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    need = _REQUIRED_KEYS + (_RESUME_KEYS if resumable else ())
+    missing = [k for k in need if k not in ckpt]
+    if ckpt.get("format") != "toolkit" or missing:
+        have = ", ".join(sorted(k for k in ckpt if k != "format"))
+        hint = "; use another --out folder, or --no-resume to start afresh there" if resumable else ""
+        raise CheckpointError(
+            f"{path} is not a{' resumable' if resumable else ''} wflwv training checkpoint "
+            f"(needs {', '.join(need)}; has {have}){hint}"
+        )
     return ckpt
 
 
@@ -282,11 +295,12 @@ def load_trained_net(path: str | os.PathLike, device: str | torch.device = "cpu"
     Returns:
         ``(net, checkpoint)``.
     """
+    from wflwv.models.checkpoints import load_state_dict_strict
     from wflwv.training.archs import build_net
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_training_checkpoint(path)
     net, _, _ = build_net(ckpt["arch"], ckpt["config"])
-    net.load_state_dict(ckpt["state_dict"])
+    load_state_dict_strict(net, ckpt["state_dict"], source=str(path))
     return net.to(resolve_device(str(device)) if isinstance(device, str) else device).eval(), ckpt
 
 
@@ -448,6 +462,7 @@ def train(
     from tqdm.auto import tqdm
 
     import wflwv
+    from wflwv.models.checkpoints import save_checkpoint
     from wflwv.training.archs import resolve_arch
     from wflwv.training.losses import make_loss
 
@@ -475,6 +490,8 @@ def train(
         )
     loss_name = cfg.loss or spec.default_loss
     loss_kwargs = {"sigma": cfg.heatmap_sigma} if loss_name in ("heatmap_mse", "awing") else {}
+    if loss_name == "heatmap_mse":
+        loss_kwargs["foreground_weight"] = cfg.heatmap_foreground_weight
     loss_fn = make_loss(loss_name, **loss_kwargs)
     data = _as_train_data(data, cfg)
     n_train = len(data.train)
@@ -484,7 +501,7 @@ def train(
     steps_per_epoch = n_train // cfg.batch_size if drop_last else 1
     total_steps = cfg.epochs * steps_per_epoch
 
-    existing = load_checkpoint(ckpt_path) if (resume and ckpt_path.exists()) else None
+    existing = load_training_checkpoint(ckpt_path, resumable=True) if (resume and ckpt_path.exists()) else None
     if existing is not None:
         if existing["arch"] != arch or existing["scheme"] != scheme.name:
             raise ValueError(
