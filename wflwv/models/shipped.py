@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["WEIGHTS_DIR", "SHIPPED", "shipped_weights", "resolve_default_weights", "NO_WEIGHTS"]
+__all__ = ["WEIGHTS_DIR", "SHIPPED", "shipped_weights", "resolve_default_weights", "NO_WEIGHTS", "export_for_shipping"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: architecture -> file in WEIGHTS_DIR
@@ -41,3 +41,18 @@ def resolve_default_weights(arch: str, weights: str | None, custom_architecture:
         file=sys.stderr,
     )
     return str(path)
+
+
+def export_for_shipping(checkpoint: str | Path, arch: str, dest: str | Path | None = None) -> Path:
+    """Write the slim copy of a `wflwv train` checkpoint that the package ships (no optimizer or RNG state).
+
+    Keeps ``arch``, ``config``, ``scheme``, ``state_dict``, ``epoch``, ``step``, ``metrics`` and ``wflwv_version``.
+    """
+    from wflwv.models.checkpoints import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    if ck.get("arch") != arch:
+        raise ValueError(f"{checkpoint}: a checkpoint of {ck.get('arch')!r}, not {arch!r}")
+    keep = {k: ck[k] for k in ("arch", "config", "scheme", "state_dict", "epoch", "step", "metrics", "wflwv_version") if k in ck}
+    keep["state_dict"] = {k: v.detach().clone().contiguous() for k, v in keep["state_dict"].items()}
+    return save_checkpoint(Path(dest) if dest else WEIGHTS_DIR / SHIPPED[arch], keep)
