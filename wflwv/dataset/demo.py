@@ -16,6 +16,7 @@ Both sides are labelled by the same offline oracle: dlib's 68-point shape predic
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tarfile
@@ -154,7 +155,8 @@ def prepare_sources(media: Path | None = None) -> dict[str, list[Path]]:
 def _build(out: Path, sources: list[Path], progress: bool, **kw):
     from wflwv.dataset.build import BuildConfig, build_dataset
 
-    config = BuildConfig(out=out, local=sources, members=("dlib68",), tta="flip,shift,scale", progress=progress, previews=0, **kw)
+    config = BuildConfig(out=out, local=sources, members=("dlib68",), tta="flip,shift,scale", progress=progress, previews=0,
+                         workers=max(1, min(2, os.cpu_count() or 1)), **kw)
     return build_dataset(config)
 
 

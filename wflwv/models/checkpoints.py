@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable
@@ -141,31 +140,14 @@ def save_checkpoint(path: str | os.PathLike, obj: Mapping[str, Any], *, verify: 
     Returns:
         the path written.
     """
+    from wflwv.io import atomic_path
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_path(p, suffix=".tmp") as tmp:
+        with open(tmp, "wb") as fh:
             torch.save(dict(obj), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         if verify:
             load_checkpoint(tmp)
-        os.replace(tmp, p)
-        try:  # make the rename durable
-            dfd = os.open(p.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return p
 
 

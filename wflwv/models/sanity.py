@@ -71,23 +71,28 @@ class MeanShapeModel(LandmarkModel):
     def __init__(self, scheme: str | None = None, shape: str | None = None):
         """
         Args:
-            scheme: landmark scheme (default: the dataset's).
+            scheme: landmark scheme of the shape (default: from the shape file's K, else ``wflw98``, which the
+                harness converts to iBUG-68 on 68-point data).
             shape: optional ``.npy`` file with a (K, 2) mean shape in unit crop coordinates ([0, 1]); the default
                 is the toolkit's template face (:func:`wflwv.schemes.template_shape`).
         """
-        self.scheme = scheme
+        from wflwv.schemes import get_scheme, scheme_for_num_points
+
         self.shape_file = shape
-        self._shape: np.ndarray | None = None
         if shape is not None:
             arr = np.load(shape, allow_pickle=False)
             if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
                 raise ValueError(f"{shape}: a mean shape must be a finite (K, 2) array in unit crop coordinates")
             self._shape = arr.astype(np.float64)
+            self.scheme = scheme or scheme_for_num_points(len(arr)).name
+            if get_scheme(self.scheme).num_points != len(arr):
+                raise ValueError(f"{shape}: {len(arr)} points, but scheme {self.scheme!r} has {get_scheme(self.scheme).num_points}")
+        else:
+            self.scheme = get_scheme(scheme or "wflw98").name
+            self._shape = template_shape(self.scheme)
 
     def predict(self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]) -> ModelOutput:
         shape = self._shape
-        if shape is None:
-            shape = template_shape(self.scheme or "wflw98")
         pts = np.broadcast_to(shape * CROP_SIZE, (len(frames),) + shape.shape).copy()
         return ModelOutput(pts, [None] * len(frames))
 
