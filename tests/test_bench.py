@@ -212,3 +212,20 @@ def test_models_command_lists_descriptions():
     assert r.exit_code == 0
     lines = {ln.split()[0]: ln for ln in r.output.splitlines() if ln.strip()}
     assert "NME = NMF = 0" in lines["oracle"] and "perturbed-oracle" in lines
+
+
+def test_filter_sweep_shows_the_jitter_lag_trade_off(tmp_path):
+    """P2's acceptance in one run: on i.i.d. jitter every filter lowers NMF; strong EMA lags moving faces."""
+    from wflwv.dataset.synthetic import make_synthetic_dataset
+    from wflwv.filters import parse_filter_options
+
+    data = make_synthetic_dataset(tmp_path / "d", num_hard=2, num_easy=1, num_frames=40)
+    specs = ["ema:alpha=0.1|0.5", "sg:window=9,order=2", "sg-causal:window=9,order=2", "one-euro:min_cutoff=1.0,beta=0.1"]
+    s = _bench(create_model("perturbed-oracle", jitter=3.0), data, tmp_path / "run", filters=parse_filter_options(specs))
+    hard = {k: v["splits"]["hard"] for k, v in s["sets"].items()}
+    assert len(hard) == 6
+    for label, agg in hard.items():
+        if label != "none":
+            assert agg["nmf"] < hard["none"]["nmf"], label
+    assert hard["ema(alpha=0.1)"]["nme"] > 2 * hard["none"]["nme"]  # lag on the moving (hard) clips
+    assert hard["ema(alpha=0.1)"]["nme"] > hard["ema(alpha=0.5)"]["nme"]

@@ -429,3 +429,20 @@ def test_parse_rate():
     assert parse_rate("1.5MB/s") == 1.5 * 1024**2 and parse_rate(None) is None and parse_rate("0") is None
     with pytest.raises(click.BadParameter):
         parse_rate("fast")
+
+
+def test_a_registered_network_serves_as_an_oracle_member(face_site, tmp_path):
+    """The shipped UNet (a wflwv heatmap model) joins dlib68 in the ensemble; heatmaps are averaged."""
+    _needs_dlib()
+    root_site, _ = face_site
+    out = tmp_path / "ds"
+    cfg = B.BuildConfig(out=out, local=[root_site / "graceHopper.mp4"], window=2.0, detector="hog", tta="none",
+                        members=["dlib68", "unet"], max_clips_per_video=1, hard_k=1, easy_k=0, progress=False)  # fmt: skip
+    s = B.build_dataset(cfg)
+    assert s.counts["kept"] == 1
+    man = pd.read_parquet(out / "manifest.parquet")
+    assert (man["oracle_members"] == "dlib68,unet").all()
+    clip = WFLWVDataset(out).load(s.hard[0])
+    ref = dlib_reference(list(iter_frames(clip.video_path)))
+    assert nme(clip.landmarks, ref).mean() < 0.08  # two members that mostly agree on a real face
+    assert np.load(out / "variance" / f"{s.hard[0]}.npy").mean() > 0

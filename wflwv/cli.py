@@ -71,6 +71,10 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
                 f"{label[:40]:<40} {split:<5} {agg['videos']:>6} {agg['failed']:>6} {f('nme', '8.4f')} {f('nmf', '9.3f')} "
                 f"{f('fr_0.1', '7.4f')} {f('auc_0.1', '8.4f')}"
             )
+    stats = {k[len("stat_"):-len("_mean")]: v for k, v in summary["sets"]["none"]["splits"]["all"].items()
+             if k.startswith("stat_") and k.endswith("_mean") and v is not None}
+    if stats:
+        click.echo("model statistics, mean per frame: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
     click.echo(f"\nresults: {out}/per_video.csv, {out}/per_video.parquet, {out}/summary.json")
 
 
