@@ -167,7 +167,9 @@ def ensure_demo_dataset(progress: bool = True, log: Callable[[str], None] = prin
         return root
     sources = prepare_sources(fetch_media(log=log))
     log(f"building the demo dataset in {root} (first use only) ...")
-    _build(root, sources["eval"], progress, hard_k=DEMO_SPLIT_K, easy_k=DEMO_SPLIT_K)
+    from wflwv.dataset.build import format_summary
+
+    log(format_summary(_build(root, sources["eval"], progress, hard_k=DEMO_SPLIT_K, easy_k=DEMO_SPLIT_K)))
     return root
 
 
