@@ -43,7 +43,7 @@ def parse_kv(items: tuple[str, ...], what: str = "--model-arg") -> dict[str, Any
     return out
 
 
-def _default_out(model: str, args: dict[str, Any], data: str, split: str) -> Path:
+def _default_out(model: str, args: dict[str, Any], data: str) -> Path:
     tag = hashlib.sha256(json.dumps([model, args, str(Path(data).resolve())], sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path("runs") / f"{model}-{tag}"
 
@@ -119,7 +119,7 @@ def bench(model_name, model_args, rwr, data, split, out, device, batch_videos, f
         click.echo(f"{DEMO_HINT} (built in the cache on first use)", err=True)
         data = _demo_data()
     if out is None:
-        out = _default_out(model_name, args, str(data), split)
+        out = _default_out(model_name, args, str(data))
     try:
         model = create_model(model_name, **args)
     except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -108,25 +108,34 @@ def evaluate_set(
     video_ids: Sequence[str],
     setting: Any = None,
     norm: str = "inter-ocular",
+    cache: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Score the saved predictions of ``video_ids``, optionally through a filter setting (post-processing).
 
+    Args:
+        cache: a dict shared between calls on the same run, so that scoring several filter settings reads each
+            clip's record, predictions and ground truth once.
     Returns:
         ``(rows, splits)``: one row per clip (failed clips keep their error) and :func:`summarise`'s aggregates.
     """
     label = UNFILTERED if setting is None else setting.label
     rows, frames_nme, per_lm = [], {}, {}
     scheme = dataset.scheme
+    cache = {} if cache is None else cache
+
     for vid in video_ids:
-        rec = run.read_record(vid)
+        entry = cache.setdefault(vid, {})
+        if "record" not in entry:
+            entry["record"] = run.read_record(vid)
+        rec = entry["record"]
         if rec is None:
             continue
         row = {"filter": label, **{k: v for k, v in rec.items() if not isinstance(v, (list, dict))}}
         if rec.get("status") == "ok":
             try:
-                pred_data = run.load_predictions(vid)
-                pred = pred_data["landmarks"]
-                gt = dataset.load(vid).landmarks
+                if "pred" not in entry:
+                    entry["pred"], entry["gt"] = run.load_predictions(vid)["landmarks"], dataset.load(vid).landmarks
+                pred, gt = entry["pred"], entry["gt"]
                 if setting is not None:
                     from wflwv.filters import apply_filter
 
@@ -376,9 +385,9 @@ def _setting_from_dict(d: dict[str, Any]):
 
 def rescore(run: RunDir, dataset: WFLWVDataset, video_ids: Sequence[str], settings: Sequence[Any], norm: str) -> dict[str, Any]:
     """Score every result set (unfiltered and each filter setting) and write the tables and summary."""
-    all_rows, sets = [], {}
+    all_rows, sets, cache = [], {}, {}
     for s in settings:
-        rows, splits = evaluate_set(run, dataset, video_ids, s, norm)
+        rows, splits = evaluate_set(run, dataset, video_ids, s, norm, cache)
         all_rows.extend(rows)
         label = UNFILTERED if s is None else s.label
         sets[label] = {"filter": None if s is None else {"name": s.name, "params": dict(s.params)}, "splits": splits}
