@@ -564,20 +564,7 @@ class LDEQNet(nn.Module):
                     heat[missing] = self.cell(z_star[missing], feats[missing]).to(heat.dtype)
                 cell_evals[missing] = 1
             _, rel = residuals(heat, z_star)
-        kp = self.keypoints(heat)
-        return {
-            "keypoints": kp["keypoints"],
-            "uncertainty": kp["uncertainty"],
-            "std": kp["std"],
-            "heatmaps": heat,
-            "z_star": heat.detach(),
-            "z_solver": z_star.detach(),
-            "solver_iters": iters,
-            "cell_evals": cell_evals,
-            "residual": rel,
-            "converged": stats.converged.clone(),
-            "solver_stats": stats,
-        }
+        return self._outputs(heat, z_star, iters, cell_evals, rel, stats.converged.clone(), stats)
 
     def _forward_unrolled(self, feats, z0, max_iters, **solver_overrides) -> dict[str, Any]:
         """Back-propagate through fixed-point iteration (per-sample stopping by masking); memory grows with it."""
@@ -617,6 +604,10 @@ class LDEQNet(nn.Module):
             iters = torch.ones_like(iters)
             with torch.no_grad():
                 rel_last = residuals(heat.detach(), z0)[1]
+        return self._outputs(heat, z_prev, iters, iters.clone(), rel_last, conv, None)
+
+    def _outputs(self, heat, z_solver, iters, cell_evals, residual, converged, stats) -> dict[str, Any]:
+        """The dict :meth:`forward` returns (see the class docstring), from the output heatmaps ``heat = f(z*)``."""
         kp = self.keypoints(heat)
         return {
             "keypoints": kp["keypoints"],
@@ -624,12 +615,12 @@ class LDEQNet(nn.Module):
             "std": kp["std"],
             "heatmaps": heat,
             "z_star": heat.detach(),
-            "z_solver": z_prev.detach(),
+            "z_solver": z_solver.detach(),
             "solver_iters": iters,
-            "cell_evals": iters.clone(),
-            "residual": rel_last,
-            "converged": conv,
-            "solver_stats": None,
+            "cell_evals": cell_evals,
+            "residual": residual,
+            "converged": converged,
+            "solver_stats": stats,
         }
 
     def _attach_implicit_backward(self, heat: torch.Tensor, zs: torch.Tensor) -> None:
