@@ -24,7 +24,7 @@ from torch import nn
 
 from wflwv.baselines.heatmaps import heatmap_readout
 from wflwv.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
-from wflwv.models.api import IMAGENET_MEAN, IMAGENET_STD, FrameInfo, LandmarkModel, ModelOutput
+from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput, imagenet_normalise
 
 __all__ = [
     "SIZES",
@@ -167,11 +167,6 @@ def heatmap_head_outputs(heatmaps: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"heatmaps": heatmaps, "keypoints": heatmap_readout(heatmaps)}
 
 
-def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) RGB in [0, 1] -> ImageNet-normalised (mean / std per channel)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -28,7 +28,7 @@ from wflwv.benchmark import metrics as M
 from wflwv.benchmark.results import UNFILTERED, RunDir, provenance
 from wflwv.dataset.crop import apply_affine
 from wflwv.dataset.layout import Clip, ClipCrops, DatasetError, WFLWVDataset, decode_crops
-from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel
+from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, resolve_device
 from wflwv.schemes import LandmarkScheme, convert_landmarks, get_scheme
 
 __all__ = ["BenchError", "resolve_device", "score_clip", "run_benchmark", "evaluate_set", "summarise", "rescore"]
@@ -42,14 +42,6 @@ class BenchError(RuntimeError):
     """A problem with the whole run (not one clip): bad device, incompatible output folder, scheme mismatch."""
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return dev
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -289,7 +281,10 @@ def run_benchmark(
     if batch_videos < 1:
         raise BenchError(f"batch_videos must be >= 1, got {batch_videos}")
     dataset = data if isinstance(data, WFLWVDataset) else WFLWVDataset(data)
-    dev = resolve_device(device)
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     data_scheme = dataset.scheme
     model_scheme = get_scheme(model.scheme) if model.scheme is not None else data_scheme
     try:

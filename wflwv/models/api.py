@@ -27,12 +27,45 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["CROP_SIZE", "FrameInfo", "ModelOutput", "LandmarkModel", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "CROP_SIZE",
+    "FrameInfo",
+    "ModelOutput",
+    "LandmarkModel",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "imagenet_normalise",
+    "resolve_device",
+]
 
 #: Side of the square face crop every model receives, in pixels.
 CROP_SIZE = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> ImageNet-normalised (mean / std per channel), as every built-in network expects."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error.
+
+    Raises:
+        ValueError: an unknown device name, or CUDA asked for on a machine without a GPU.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return dev
 
 
 @dataclass(frozen=True)

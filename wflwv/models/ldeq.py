@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wflwv.models.api import IMAGENET_MEAN, IMAGENET_STD, FrameInfo, LandmarkModel, ModelOutput
+from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput, imagenet_normalise
 from wflwv.models.registry import register_model
 from wflwv.models.solvers import DEFAULT_RETURN_BEST, SOLVER_KWARGS, SOLVERS, SolverStats, get_solver, residuals
 
@@ -387,11 +387,6 @@ def heatmaps_to_keypoints(heatmaps: torch.Tensor, eps: float = 1e-4) -> dict[str
     return {"keypoints": torch.stack([x, y], dim=-1), "std": std, "uncertainty": unc}
 
 
-def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
-    """RGB in [0, 1] (N, 3, H, W) -> ImageNet-normalised (N, 3, H, W)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from wflwv.models.api import imagenet_normalise, resolve_device
 from wflwv.schemes import get_scheme
 from wflwv.training.augment import AugmentConfig
 
@@ -56,7 +57,6 @@ __all__ = [
     "predict",
     "format_table",
     "resolve_device",
-    "normalize_imagenet",
     "load_training_checkpoint",
     "load_trained_net",
     "EpochSampler",
@@ -164,26 +164,8 @@ class TrainResult:
 # small pieces
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; ``"cuda"`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
-def normalize_imagenet(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) RGB in [0, 1] -> ImageNet-normalised."""
-    from wflwv.models.api import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 class EpochSampler(Sampler):
@@ -301,7 +283,7 @@ def load_trained_net(path: str | os.PathLike, device: str | torch.device = "cpu"
     ckpt = load_training_checkpoint(path)
     net, _, _ = build_net(ckpt["arch"], ckpt["config"])
     load_state_dict_strict(net, ckpt["state_dict"], source=str(path))
-    return net.to(resolve_device(str(device)) if isinstance(device, str) else device).eval(), ckpt
+    return net.to(resolve_device(device)).eval(), ckpt
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,7 +306,7 @@ def predict(net: torch.nn.Module, dataset: Dataset, device: torch.device, batch_
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     try:
         for batch in loader:
-            out = net(normalize_imagenet(batch["image"].to(device)))
+            out = net(imagenet_normalise(batch["image"].to(device)))
             kp = out["keypoints"] if isinstance(out, dict) else out
             preds.append(kp.detach().to("cpu", torch.float64).numpy() * CROP_SIZE)
             gts.append(batch["keypoints"].to(torch.float64).numpy() * CROP_SIZE)
@@ -356,7 +338,7 @@ def evaluate(
     """
     from wflwv.benchmark.metrics import ced_fr_auc, nme_per_frame
 
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     pred, gt = predict(net, dataset, device, batch_size, workers)
     nmes = nme_per_frame(pred, gt, get_scheme(scheme))
     masks = dataset.subset_masks() if hasattr(dataset, "subset_masks") else {"full": np.ones(len(nmes), bool)}
@@ -581,7 +563,7 @@ def train(
         try:
             for batch in loader:
                 batch = _to_device(batch, device)
-                output = net(normalize_imagenet(batch["image"]))
+                output = net(imagenet_normalise(batch["image"]))
                 loss = loss_fn(output, batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
