@@ -21,6 +21,7 @@ Usage::
 The acceptance criterion checked at the end: implicit peak within 10 % from the smallest to the largest
 iteration count; unrolled peak grows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,17 @@ def _worker(mode: str, iters: int, width: int, landmarks: int, batch: int, devic
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    cfg = LDEQConfig(num_landmarks=landmarks, injection_width=width, cell_base_width=width,
-                     cell_width_increment=max(width // 2, 1), solver="fpi", max_iters=iters, tol_rel=0.0,
-                     backward_max_iters=iters, grad_mode=mode)
+    cfg = LDEQConfig(
+        num_landmarks=landmarks,
+        injection_width=width,
+        cell_base_width=width,
+        cell_width_increment=max(width // 2, 1),
+        solver="fpi",
+        max_iters=iters,
+        tol_rel=0.0,
+        backward_max_iters=iters,
+        grad_mode=mode,
+    )
     dev = torch.device(device)
     net = LDEQNet(cfg).to(dev).train()
     x = torch.randn(batch, 3, cfg.input_size, cfg.input_size, device=dev)
@@ -92,8 +101,23 @@ def run(iters_list, modes, width, landmarks, batch, device, seed=0) -> list[dict
     rows = []
     for mode in modes:
         for it in iters_list:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, str(it), "--width", str(width),
-                   "--landmarks", str(landmarks), "--batch", str(batch), "--device", device, "--seed", str(seed)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                mode,
+                str(it),
+                "--width",
+                str(width),
+                "--landmarks",
+                str(landmarks),
+                "--batch",
+                str(batch),
+                "--device",
+                device,
+                "--seed",
+                str(seed),
+            ]
             env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
             # a fixed glibc mmap threshold: every large tensor gets its own mapping that is returned to the OS when
             # freed, so the resident set follows live memory (no dynamic-threshold / heap-fragmentation noise)
@@ -121,11 +145,15 @@ def main(argv=None) -> int:
         return 0
     rows = run(a.iters, a.modes, a.width, a.landmarks, a.batch, a.device, a.seed)
     what = "CUDA max_memory_allocated increase" if a.device.startswith("cuda") else "peak RSS increase"
-    print(f"LDEQ training step memory: width {a.width}, {a.landmarks} landmarks, batch {a.batch}, 256x256 input, "
-          f"fpi solver, tol 0 ({a.device}; peak = {what})")
+    print(
+        f"LDEQ training step memory: width {a.width}, {a.landmarks} landmarks, batch {a.batch}, 256x256 input, "
+        f"fpi solver, tol 0 ({a.device}; peak = {what})"
+    )
     print(f"{'grad mode':<10} {'iters':>5} {'bwd iters':>9} {'peak MB':>9} {'autograd-saved MB':>18}")
     for r in rows:
-        print(f"{r['mode']:<10} {r['iters_done']:>5} {r['backward_iters']:>9} {r['peak_mb']:>9.1f} {r['saved_mb']:>18.1f}")
+        print(
+            f"{r['mode']:<10} {r['iters_done']:>5} {r['backward_iters']:>9} {r['peak_mb']:>9.1f} {r['saved_mb']:>18.1f}"
+        )
     ok = True
     by_mode = {m: [r for r in rows if r["mode"] == m] for m in a.modes}
     if "implicit" in by_mode and len(by_mode["implicit"]) > 1:

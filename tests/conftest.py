@@ -1,4 +1,5 @@
 """Shared fixtures: tiny synthetic datasets in the official layout (no downloads, ever)."""
+
 from __future__ import annotations
 
 import os
@@ -9,14 +10,14 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-#: the shared reference data beside the checkout (absent outside the workplace: tests needing it skip)
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+#: public reference data copied into the repository (see tests/data/reference/README.md)
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """4 clips (2 hard, 2 easy) of 12 frames, wflw98; read-only for tests (copy before modifying)."""
-    from wflwv.dataset.synthetic import make_synthetic_dataset
+    from wflwv.testing import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth") / "data"
     make_synthetic_dataset(root, num_hard=2, num_easy=2, num_frames=12)
@@ -36,7 +37,7 @@ def synth_copy(synth_root, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def synth_root68(tmp_path_factory) -> Path:
     """Like :func:`synth_root` but with iBUG-68 landmarks (for 68-point models)."""
-    from wflwv.dataset.synthetic import make_synthetic_dataset
+    from wflwv.testing import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth68") / "data"
     make_synthetic_dataset(root, num_hard=2, num_easy=2, num_frames=12, scheme="ibug68")

@@ -3,6 +3,7 @@
 The "remote site" is an http.server on 127.0.0.1 (port 0) serving mp4 files whose frames carry their own index as
 a barcode, so frame-exact trimming can be checked by reading the frames back.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wflwv.dataset import acquire as A
-from wflwv.dataset.video import iter_frames, probe_video, write_video
+from wflwv.build import acquire as A
+from wflwv.protocol.video import iter_frames, probe_video, write_video
 
 BITS = 10
 
@@ -44,6 +45,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     write_video(root / "barcode25fp.mp4", [barcode_frame(i) for i in range(120)], 25.0)
     write_video(root / "barcode2997.mp4", [barcode_frame(i) for i in range(200)], 30000 / 1001)
+
     class Server(http.server.ThreadingHTTPServer):
         def handle_error(self, request, client_address):  # ffmpeg closes connections early; not an error here
             pass
@@ -76,7 +78,10 @@ def test_valid_youtube_ids(good):
     assert A.youtube_url(good).endswith("watch?v=" + good)
 
 
-@pytest.mark.parametrize("bad", ["dQw4w9WgXc", "dQw4w9WgXcQQ", "../../etc/pa", "abc def ghi", "dQw4w9WgXc/", "dQw4w9WgXcé", "", None, 12345678901])
+@pytest.mark.parametrize(
+    "bad",
+    ["dQw4w9WgXc", "dQw4w9WgXcQQ", "../../etc/pa", "abc def ghi", "dQw4w9WgXc/", "dQw4w9WgXcé", "", None, 12345678901],
+)
 def test_malformed_youtube_ids_are_rejected(bad):
     with pytest.raises(ValueError, match="malformed YouTube video ID"):
         A.check_youtube_id(bad, "test")
@@ -107,9 +112,7 @@ def test_parse_ranges(tmp_path):
 
 
 def test_official_download_ranges_parse():
-    ref = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "wflwv-official" / "download_ranges.txt"
-    if not ref.is_file():
-        pytest.skip("reference data not present")
+    ref = Path(__file__).resolve().parent / "data" / "reference" / "wflwv-official" / "download_ranges.txt"
     r = A.parse_ranges(ref)
     assert len(r) == 1000
     assert all(120 <= x.num_frames <= 151 for x in r)
@@ -203,6 +206,7 @@ def test_pacing_between_requests():
 
 
 # ------------------------------------------------------------------------------------------------ downloads
+@pytest.mark.slow
 def test_download_ranges_frame_exact_and_resumable(server, tmp_path):
     dl = make_downloader(server)
     ranges = [
@@ -247,8 +251,18 @@ def test_range_past_the_end_is_a_permanent_failure(server, tmp_path):
 def test_search_checks_every_candidates_licence(server, tmp_path):
     """The search listing and metadata are recorded dictionaries; the accepted video is really downloaded."""
     infos = {
-        "barcode2997": {"id": "barcode2997", "title": "Talk", "uploader": "Alice", "license": "Creative Commons Attribution license (reuse allowed)"},
-        "barcode25fp": {"id": "barcode25fp", "title": "Music video", "uploader": "Bob", "license": "Standard YouTube License"},
+        "barcode2997": {
+            "id": "barcode2997",
+            "title": "Talk",
+            "uploader": "Alice",
+            "license": "Creative Commons Attribution license (reuse allowed)",
+        },
+        "barcode25fp": {
+            "id": "barcode25fp",
+            "title": "Music video",
+            "uploader": "Bob",
+            "license": "Standard YouTube License",
+        },
         "noLicence01": {"id": "noLicence01", "title": "Vlog", "uploader": "Carol"},
     }
 

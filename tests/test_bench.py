@@ -1,4 +1,5 @@
 """The harness end to end on synthetic clips: exact oracle, monotone jitter, batching, failures, resume."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from click.testing import CliRunner
 from wflwv.benchmark.harness import BenchError, run_benchmark
 from wflwv.benchmark.results import RunDir
 from wflwv.cli import cli
-from wflwv.dataset.layout import WFLWVDataset
-from wflwv.models import FrameInfo, LandmarkModel, ModelOutput, create_model
+from wflwv.models import LandmarkModel, ModelOutput, create_model
+from wflwv.protocol.layout import WFLWVDataset
 
 
 def _bench(model, data, out, **kw):
@@ -48,6 +49,7 @@ def test_results_carry_provenance_and_predictions(synth_root, tmp_path):
     assert 0 < np.abs(pred["landmarks"] - gt).mean() < 2
 
 
+@pytest.mark.slow
 def test_perturbed_oracle_metrics_grow_with_jitter(synth_root, tmp_path):
     nme, nmf = [], []
     for j in (0.5, 2.0, 6.0):
@@ -58,8 +60,12 @@ def test_perturbed_oracle_metrics_grow_with_jitter(synth_root, tmp_path):
 
 
 def test_drift_raises_nme_more_than_nmf(synth_root, tmp_path):
-    jit = _bench(create_model("perturbed-oracle", jitter=2.0), synth_root, tmp_path / "a")["sets"]["none"]["splits"]["all"]
-    drift = _bench(create_model("perturbed-oracle", jitter=0.0, drift=6.0), synth_root, tmp_path / "b")["sets"]["none"]["splits"]["all"]
+    jit = _bench(create_model("perturbed-oracle", jitter=2.0), synth_root, tmp_path / "a")["sets"]["none"]["splits"][
+        "all"
+    ]
+    drift = _bench(create_model("perturbed-oracle", jitter=0.0, drift=6.0), synth_root, tmp_path / "b")["sets"]["none"][
+        "splits"
+    ]["all"]
     assert drift["nme"] > jit["nme"] and drift["nmf"] < jit["nmf"]
 
 
@@ -157,7 +163,7 @@ def test_split_selection_and_split_file(synth_root, tmp_path):
 
 
 def test_98_point_model_is_scored_on_68_point_data(tmp_path):
-    from wflwv.dataset.synthetic import make_synthetic_dataset
+    from wflwv.testing import make_synthetic_dataset
 
     root = tmp_path / "d68"
     make_synthetic_dataset(root, num_hard=1, num_easy=1, num_frames=6, scheme="ibug68")
@@ -165,7 +171,7 @@ def test_98_point_model_is_scored_on_68_point_data(tmp_path):
     assert s["sets"]["none"]["splits"]["all"]["videos"] == 2
     assert len(s["sets"]["none"]["splits"]["all"]["nmf_per_landmark"]) == 68
     with pytest.raises(BenchError, match="cannot convert ibug68"):
-        from wflwv.dataset.synthetic import make_synthetic_dataset as mk
+        from wflwv.testing import make_synthetic_dataset as mk
 
         mk(tmp_path / "d98", num_hard=1, num_easy=0, num_frames=4)
         _bench(create_model("mean-shape", scheme="ibug68"), tmp_path / "d98", tmp_path / "run2")
@@ -180,7 +186,18 @@ def test_cuda_request_without_gpu_is_a_clear_error(synth_root, tmp_path):
 
 def test_cli_bench_with_filter_sweep(synth_root, tmp_path):
     out = tmp_path / "run"
-    args = ["bench", "--model", "perturbed-oracle", "--model-arg", "jitter=3", "--data", str(synth_root), "--out", str(out), "--quiet"]
+    args = [
+        "bench",
+        "--model",
+        "perturbed-oracle",
+        "--model-arg",
+        "jitter=3",
+        "--data",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     r = CliRunner().invoke(cli, args + ["--filter", "ema:alpha=0.3|0.7"])
     assert r.exit_code == 0, r.output
     df = pd.read_csv(out / "per_video.csv")
@@ -197,7 +214,9 @@ def test_cli_bench_with_filter_sweep(synth_root, tmp_path):
 
 
 def test_cli_errors_are_clear(synth_root, tmp_path):
-    r = CliRunner().invoke(cli, ["bench", "--model", "no-such-model", "--data", str(synth_root), "--out", str(tmp_path / "x")])
+    r = CliRunner().invoke(
+        cli, ["bench", "--model", "no-such-model", "--data", str(synth_root), "--out", str(tmp_path / "x")]
+    )
     assert r.exit_code != 0 and "unknown model 'no-such-model'" in r.output and "oracle" in r.output
     r = CliRunner().invoke(cli, ["bench", "--model", "oracle", "--model-arg", "bogus=1", "--data", str(synth_root)])
     assert r.exit_code != 0 and "does not accept" in r.output
@@ -216,12 +235,19 @@ def test_models_command_lists_descriptions():
 
 def test_filter_sweep_shows_the_jitter_lag_trade_off(tmp_path):
     """P2's acceptance in one run: on i.i.d. jitter every filter lowers NMF; strong EMA lags moving faces."""
-    from wflwv.dataset.synthetic import make_synthetic_dataset
     from wflwv.filters import parse_filter_options
+    from wflwv.testing import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "d", num_hard=2, num_easy=1, num_frames=40)
-    specs = ["ema:alpha=0.1|0.5", "sg:window=9,order=2", "sg-causal:window=9,order=2", "one-euro:min_cutoff=1.0,beta=0.1"]
-    s = _bench(create_model("perturbed-oracle", jitter=3.0), data, tmp_path / "run", filters=parse_filter_options(specs))
+    specs = [
+        "ema:alpha=0.1|0.5",
+        "sg:window=9,order=2",
+        "sg-causal:window=9,order=2",
+        "one-euro:min_cutoff=1.0,beta=0.1",
+    ]
+    s = _bench(
+        create_model("perturbed-oracle", jitter=3.0), data, tmp_path / "run", filters=parse_filter_options(specs)
+    )
     hard = {k: v["splits"]["hard"] for k, v in s["sets"].items()}
     assert len(hard) == 6
     for label, agg in hard.items():

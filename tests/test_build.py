@@ -1,5 +1,6 @@
 """`wflwv build`: shot cuts, tracking, windows, the dlib68 oracle member, and whole builds (synthetic videos with
 sidecar boxes, and a real face: matplotlib's sample portrait of Grace Hopper, moved around to make a video)."""
+
 from __future__ import annotations
 
 import functools
@@ -12,15 +13,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wflwv.baselines.dlib68 import dlib_predictor_path
 from wflwv.benchmark.harness import run_benchmark
-from wflwv.dataset import build as B
-from wflwv.dataset import oracle as O
-from wflwv.dataset.detect import box_iou, landmarks_box, nms, square_box, track_faces
-from wflwv.dataset.layout import WFLWVDataset
-from wflwv.dataset.scenes import WindowCriteria, cut_clips, detect_cuts, diagnose_window, encode_video, find_windows
-from wflwv.dataset.synthetic import synthetic_clip
-from wflwv.dataset.video import iter_frames, probe_video
+from wflwv.build import oracle as O
+from wflwv.build import pipeline as B
+from wflwv.build.config import SIDECAR_SUFFIX
+from wflwv.build.detect import box_iou, landmarks_box, nms, square_box, track_faces
+from wflwv.build.publish import _select
+from wflwv.build.scenes import WindowCriteria, cut_clips, detect_cuts, diagnose_window, find_windows
 from wflwv.models import create_model, list_models
+from wflwv.protocol.layout import WFLWVDataset
+from wflwv.protocol.video import iter_frames, probe_video
+from wflwv.protocol.video import write_video as encode_video
+from wflwv.testing import synthetic_clip
 
 BITS = 8
 
@@ -37,7 +42,7 @@ def _portrait() -> np.ndarray:
 def _needs_dlib():
     pytest.importorskip("dlib")
     try:
-        O.dlib_predictor_path()
+        dlib_predictor_path()
     except FileNotFoundError:
         pytest.skip("face-recognition-models (dlib's 68-point model) is not installed")
 
@@ -74,7 +79,7 @@ def dlib_reference(frames: list[np.ndarray]) -> np.ndarray:
     import dlib
 
     det = dlib.get_frontal_face_detector()
-    sp = dlib.shape_predictor(str(O.dlib_predictor_path()))
+    sp = dlib.shape_predictor(str(dlib_predictor_path()))
     out = []
     for f in frames:
         rgb = np.ascontiguousarray(f[..., ::-1])
@@ -171,10 +176,10 @@ def test_cut_clips_writes_exact_spans(tmp_path):
 
 def test_split_selection_and_box_smoothing():
     scores = {"a": 5.0, "b": 1.0, "c": 3.0, "d": 4.0, "e": 2.0}
-    assert B._select(scores, 2, 2) == (["a", "d"], ["b", "e"])
-    assert B._select(scores, None, None) == (["a", "d"], ["b", "e", "c"])
-    assert B._select(scores, 4, 4) == (["a", "d", "c", "e"], ["b"])  # never overlapping
-    assert B._select(scores, 0, 1) == ([], ["b"])
+    assert _select(scores, 2, 2) == (["a", "d"], ["b", "e"])
+    assert _select(scores, None, None) == (["a", "d"], ["b", "e", "c"])
+    assert _select(scores, 4, 4) == (["a", "d", "c", "e"], ["b"])  # never overlapping
+    assert _select(scores, 0, 1) == ([], ["b"])
     t = np.arange(10.0)[:, None]
     boxes = np.hstack([t, t, t + 20, t + 20])  # steady motion: unchanged
     np.testing.assert_allclose(O.smooth_boxes(boxes, 5), boxes)
@@ -185,7 +190,7 @@ def test_split_selection_and_box_smoothing():
 # ------------------------------------------------------------------------------------------------ real face
 def test_haar_and_hog_find_the_real_face():
     _needs_dlib()
-    from wflwv.dataset.detect import HaarDetector, HogDetector
+    from wflwv.build.detect import HaarDetector, HogDetector
 
     frame = face_video_frames(1)[0]
     ref = square_box(landmarks_box(dlib_reference([frame])))
@@ -203,8 +208,9 @@ def test_dlib68_member_on_a_real_face():
     assert model.scheme == "ibug68"
     frames = face_video_frames(3)
     ref = dlib_reference(frames)
-    from wflwv.dataset.crop import apply_affine, crop_matrix, invert_affine, warp_crop
     import torch
+
+    from wflwv.protocol.crop import apply_affine, crop_matrix, invert_affine, warp_crop
 
     ms = [crop_matrix(square_box(landmarks_box(r))) for r in ref]
     crops = np.stack([warp_crop(f, m)[..., ::-1] for f, m in zip(frames, ms)])
@@ -241,6 +247,7 @@ def face_site(tmp_path_factory):
         srv.server_close()
 
 
+@pytest.mark.slow
 def test_build_real_face_from_local_file(face_site, tmp_path):
     _needs_dlib()
     root_site, _ = face_site
@@ -273,11 +280,12 @@ def test_build_real_face_from_local_file(face_site, tmp_path):
     assert summary["sets"]["none"]["splits"]["all"]["nme"] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_build_from_ids_over_http(face_site, tmp_path):
     _needs_dlib()
     from click.testing import CliRunner
 
-    from wflwv.dataset.build_command import build
+    from wflwv.cli.build import build
 
     _, base = face_site
     ids = tmp_path / "ranges.txt"
@@ -295,7 +303,12 @@ def test_cli_build_from_ids_over_http(face_site, tmp_path):
     assert probe_video(clip.video_path).fps == pytest.approx(10.0)
     man = pd.read_csv(out / "manifest.csv").set_index("source_id")
     row = man.loc["graceHopper"]
-    assert (row["status"], int(row["start_frame"]), int(row["end_frame"]), int(row["num_frames"])) == ("kept", 7, 26, 20)
+    assert (row["status"], int(row["start_frame"]), int(row["end_frame"]), int(row["num_frames"])) == (
+        "kept",
+        7,
+        26,
+        20,
+    )
     assert row["url"].endswith("graceHopper.mp4") and row["retrieved"]
     assert man.loc["missingVid1", "status"] == "failed" and "404" in man.loc["missingVid1", "reason"]
     # a malformed ID is refused with its line number
@@ -321,7 +334,7 @@ def synth_sources(tmp_path_factory):
         if extra is not None:
             boxes = np.concatenate([boxes, extra], axis=1)
         encode_video(root / f"{name}.mp4", frames, 10.0)
-        np.save(root / f"{name}.mp4{B.SIDECAR_SUFFIX}", boxes)
+        np.save(root / f"{name}.mp4{SIDECAR_SUFFIX}", boxes)
 
     write("oneshot", [(11, 40)])
     write("twoshots", [(12, 20), (13, 20)])
@@ -336,6 +349,7 @@ def _synth_config(src: Path, out: Path, tta: str = "flip", **kw) -> B.BuildConfi
                          easy_k=2, previews=0, progress=False, **kw)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_build_synthetic_layout_manifest_and_splits(synth_sources, tmp_path):
     _needs_dlib()
     out = tmp_path / "ds"
@@ -367,6 +381,7 @@ class _Interrupt(BaseException):
     """Stands in for the process being killed (not an Exception, so no stage swallows it)."""
 
 
+@pytest.mark.slow
 def test_interrupted_build_resumes_without_redoing_finished_clips(synth_sources, tmp_path, monkeypatch):
     _needs_dlib()
     out = tmp_path / "ds"
@@ -387,10 +402,14 @@ def test_interrupted_build_resumes_without_redoing_finished_clips(synth_sources,
     assert len(done) == 2 and not (out / "manifest.csv").exists()
 
     calls.clear()
-    monkeypatch.setattr(O, "run_oracle", lambda *a, **k: (calls.append(a[3] if len(a) > 3 else k["video_id"]), real(*a, **k))[1])
+    monkeypatch.setattr(
+        O, "run_oracle", lambda *a, **k: (calls.append(a[3] if len(a) > 3 else k["video_id"]), real(*a, **k))[1]
+    )
     s = B.build_dataset(config(out))
     assert s.counts["resumed_scans"] == 3 and s.counts["resumed_labels"] == 2
-    assert sorted(set(calls)) == sorted(set(c for c in ["oneshot_000000", "oneshot_000015", "twoshots_000000", "twoshots_000021"]) - set(done))
+    assert sorted(set(calls)) == sorted(
+        set(c for c in ["oneshot_000000", "oneshot_000015", "twoshots_000000", "twoshots_000021"]) - set(done)
+    )
     assert len(calls) == 4  # two clips x two passes, nothing else
 
     # identical to an uninterrupted build
@@ -423,7 +442,7 @@ def test_build_rejects_bad_options(tmp_path):
 def test_parse_rate():
     import click
 
-    from wflwv.dataset.build_command import parse_rate
+    from wflwv.cli.build import parse_rate
 
     assert parse_rate("500K") == 500 * 1024 and parse_rate("2M") == 2 * 1024**2 and parse_rate("1000") == 1000.0
     assert parse_rate("1.5MB/s") == 1.5 * 1024**2 and parse_rate(None) is None and parse_rate("0") is None
@@ -431,6 +450,7 @@ def test_parse_rate():
         parse_rate("fast")
 
 
+@pytest.mark.slow
 def test_a_registered_network_serves_as_an_oracle_member(face_site, tmp_path):
     """The shipped UNet (a wflwv heatmap model) joins dlib68 in the ensemble; heatmaps are averaged."""
     _needs_dlib()

@@ -1,9 +1,10 @@
 """The demo's media handling (no network: npm itself is not run here)."""
+
 from __future__ import annotations
 
 import pytest
 
-from wflwv.dataset import demo
+from wflwv.build import demo
 
 
 def test_missing_npm_is_a_clear_error(tmp_path, monkeypatch):

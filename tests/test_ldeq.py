@@ -1,4 +1,5 @@
 """LDEQ network, released-checkpoint parity, implicit gradients, RwR harness model, checkpoint files."""
+
 import argparse
 import json
 import math
@@ -10,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-import wflwv.models.ldeq  # noqa: F401  (registers "ldeq")
 from wflwv.models.api import IMAGENET_MEAN, IMAGENET_STD, FrameInfo
+from wflwv.models.archs import count_parameters
 from wflwv.models.checkpoints import (
     CheckpointError,
+    load_arch_checkpoint,
     load_checkpoint,
-    load_ldeq_checkpoint,
     load_state_dict_strict,
     make_checkpoint,
     save_checkpoint,
@@ -25,17 +26,16 @@ from wflwv.models.ldeq import (
     LDEQConfig,
     LDEQModel,
     LDEQNet,
-    count_parameters,
     heatmaps_to_keypoints,
 )
 from wflwv.models.registry import create_model
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ldeq"
-needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference data not found at {REF}")
+REF = Path(__file__).resolve().parent / "data" / "reference" / "ldeq"
 
 # tiny configurations: network on 64 x 64 inputs, and one the harness can feed (256 x 256 crops, 68 points)
-NANO = dict(num_landmarks=4, input_size=64, heatmap_size=16, injection_width=8, cell_base_width=8,
-            cell_width_increment=4)
+NANO = dict(
+    num_landmarks=4, input_size=64, heatmap_size=16, injection_width=8, cell_base_width=8, cell_width_increment=4
+)
 TINY68 = dict(num_landmarks=68, injection_width=8, cell_base_width=8, cell_width_increment=4)
 
 
@@ -72,16 +72,14 @@ def test_paper_config_parameter_count_and_keys():
     with torch.device("meta"):
         net = LDEQNet(PAPER_CONFIG)
     assert count_parameters(net) == 16_531_346
-    if REF.is_dir():
-        ref = json.loads((REF / "ldeq_paper_config_state_dict_keys.json").read_text())
-        mine = {k: list(v.shape) for k, v in net.state_dict().items()}
-        assert list(mine) == list(ref)
-        assert mine == ref
+    ref = json.loads((REF / "ldeq_paper_config_state_dict_keys.json").read_text())
+    mine = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert list(mine) == list(ref)
+    assert mine == ref
 
 
-@needs_ref
 def test_small_config_keys_match_reference_json():
-    cfg, _, info = load_ldeq_checkpoint(REF / "ldeq_small_reference.pth.tar")
+    _, cfg, _, info = load_arch_checkpoint(REF / "ldeq_small_reference.pth.tar")
     with torch.device("meta"):
         net = LDEQNet(cfg)
     ref = json.loads((REF / "ldeq_small_state_dict_keys.json").read_text())
@@ -106,11 +104,32 @@ def test_config_validation_and_overrides():
 
 def test_released_args_translation():
     args = argparse.Namespace(
-        model_mode="implicit", cell_name="Cell0", injection_width=32, cell_base_width=32, cell_width_increment=8,
-        cell_gn_groups=1, cell_norm="softargmax", cell_softargmax_beta=0.4, cell_learn_softargmax_beta=False,
-        solver="anderson", stop_mode="rel", abs_diff_target=0.0, rel_diff_target=1e-3, max_iters=5,
-        anderson_m=6, anderson_lam=1e-4, anderson_beta=1.0, JFB=True, im_size=256, n_keypoints=98,
-        cell_extra_latent_width=0, input_channels=3, heatmap_size=64, z_width=98, z0_mode="zeros")
+        model_mode="implicit",
+        cell_name="Cell0",
+        injection_width=32,
+        cell_base_width=32,
+        cell_width_increment=8,
+        cell_gn_groups=1,
+        cell_norm="softargmax",
+        cell_softargmax_beta=0.4,
+        cell_learn_softargmax_beta=False,
+        solver="anderson",
+        stop_mode="rel",
+        abs_diff_target=0.0,
+        rel_diff_target=1e-3,
+        max_iters=5,
+        anderson_m=6,
+        anderson_lam=1e-4,
+        anderson_beta=1.0,
+        JFB=True,
+        im_size=256,
+        n_keypoints=98,
+        cell_extra_latent_width=0,
+        input_channels=3,
+        heatmap_size=64,
+        z_width=98,
+        z0_mode="zeros",
+    )
     cfg = LDEQConfig.from_released_args(args)
     assert cfg.solver == "anderson" and cfg.max_iters == 7 and cfg.tol_rel == 1e-3 and cfg.grad_mode == "jfb"
     args.solver = "fpi"
@@ -137,9 +156,7 @@ def test_heatmaps_to_keypoints_units():
 
 @pytest.fixture(scope="module")
 def ref_net():
-    if not REF.is_dir():
-        pytest.skip(f"reference data not found at {REF}")
-    cfg, sd, _ = load_ldeq_checkpoint(REF / "ldeq_small_reference.pth.tar")
+    _, cfg, sd, _ = load_arch_checkpoint(REF / "ldeq_small_reference.pth.tar")
     net = LDEQNet(cfg)
     load_state_dict_strict(net, sd)
     # float64: the stored float32 outputs carry ~6e-5 of their own rounding error after 4 iterations and float32
@@ -149,6 +166,7 @@ def ref_net():
     return net, io
 
 
+@pytest.mark.slow
 def test_reference_stem_cell_fpi_anderson_rwr(ref_net):
     net, io = ref_net
     cfg = net.config
@@ -298,7 +316,7 @@ def test_batch_equals_one_at_a_time_with_per_sample_stopping():
     it = both.stats_numpy()["solver_iters"]
     assert it[0] != it[1], "the two images should converge after different numbers of iterations"
     for i in range(2):
-        one = m.predict(imgs[i:i + 1], [None], _frames(1))
+        one = m.predict(imgs[i : i + 1], [None], _frames(1))
         np.testing.assert_allclose(one.landmarks_numpy()[0], both.landmarks_numpy()[i], atol=1e-3)
         assert one.stats_numpy()["solver_iters"][0] == it[i]
     # mixed batch: one clip at its first frame, one warm-started
@@ -346,7 +364,7 @@ def test_rwr_caps_cell_evaluations_below_a_full_solve():
 
 
 def rwr_norm(images):
-    from wflwv.models.ldeq import imagenet_normalise
+    from wflwv.models.api import imagenet_normalise
 
     return imagenet_normalise(images)
 
@@ -385,8 +403,11 @@ def test_toolkit_checkpoint_round_trip(tmp_path):
     assert loaded["format"] == "toolkit" and loaded["epoch"] == 3
     m2 = create_model("ldeq", weights=str(path))
     imgs = torch.rand(1, 3, 256, 256)
-    np.testing.assert_allclose(m2.predict(imgs, [None], _frames(1)).landmarks_numpy(),
-                               m.predict(imgs, [None], _frames(1)).landmarks_numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        m2.predict(imgs, [None], _frames(1)).landmarks_numpy(),
+        m.predict(imgs, [None], _frames(1)).landmarks_numpy(),
+        atol=1e-6,
+    )
 
 
 def test_checkpoint_errors(tmp_path):
@@ -407,13 +428,16 @@ def test_checkpoint_errors(tmp_path):
     other = tmp_path / "unet.pt"
     torch.save({"arch": "unet", "config": {}, "state_dict": {"w": torch.zeros(1)}}, other)
     with pytest.raises(CheckpointError, match="'unet'"):
-        load_ldeq_checkpoint(other)
+        load_arch_checkpoint(other, "ldeq")
     # wrong keys: missing and unexpected are both listed
     net = LDEQNet(LDEQConfig(**NANO))
     sd = dict(net.state_dict())
     sd.pop("deq_layer.cell.head.conv.bias")
     sd["deq_layer.cell.extra.weight"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=r"missing keys \(1\): deq_layer.cell.head.conv.bias.*unexpected keys \(1\): deq_layer.cell.extra.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing keys \(1\): deq_layer.cell.head.conv.bias.*unexpected keys \(1\): deq_layer.cell.extra.weight",
+    ):
         load_state_dict_strict(net, sd)
     sd = dict(net.state_dict())
     sd["tail.0.conv.bias"] = torch.zeros(5)
@@ -429,4 +453,4 @@ def test_checkpoint_errors(tmp_path):
     torch.save(net.state_dict(), bare)
     assert load_checkpoint(bare)["format"] == "state_dict"
     with pytest.raises(CheckpointError, match="bare state dict"):
-        load_ldeq_checkpoint(bare)
+        load_arch_checkpoint(bare, "ldeq")

@@ -1,4 +1,5 @@
 """Tests for wflwv.benchmark.metrics: reference values of the released evaluation code + properties."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,7 @@ import pytest
 from wflwv.benchmark import metrics as M
 from wflwv.schemes import get_scheme, template_shape
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "metrics"
-needs_reference = pytest.mark.skipif(
-    not (REFERENCE / "expected.json").is_file() or not (REFERENCE / "metric_case.npz").is_file(),
-    reason=f"reference metric data not found at {REFERENCE} (shared/reference is outside the repository)",
-)
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "metrics"
 
 
 def _clip(n_frames=12, scheme="wflw98", seed=0, size=200.0):
@@ -85,7 +82,6 @@ def _reference_values(arrays):
     }
 
 
-@needs_reference
 def test_reproduces_every_expected_value(reference):
     expected, arrays = reference
     ours = _reference_values(arrays)
@@ -94,7 +90,6 @@ def test_reproduces_every_expected_value(reference):
         assert ours[key] == pytest.approx(value, abs=1e-6, rel=0), key
 
 
-@needs_reference
 def test_reference_nmf_matches_naive_and_eq11_relation(reference):
     _, arrays = reference
     gt = arrays["gt"]
@@ -106,7 +101,6 @@ def test_reference_nmf_matches_naive_and_eq11_relation(reference):
         assert ours == pytest.approx(25600 * np.sqrt(n / (n - 1)) * _eq11_nmf(pred, gt), rel=1e-12)
 
 
-@needs_reference
 def test_reference_nme_per_frame_is_fraction(reference):
     _, arrays = reference
     per_frame = M.nme_per_frame(arrays["pred"], arrays["gt"])

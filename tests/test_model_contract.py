@@ -1,4 +1,5 @@
 """One contract test, parametrized over every registered model (built-in and plug-in)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from wflwv.benchmark.harness import run_benchmark
-from wflwv.dataset.layout import WFLWVDataset, decode_crops
 from wflwv.models import FrameInfo, create_model, list_models
+from wflwv.protocol.layout import WFLWVDataset, decode_crops
 from wflwv.schemes import get_scheme
 
 #: small configurations so every model runs on a CPU in seconds; models not listed take no arguments
@@ -16,7 +17,9 @@ CONTRACT_KWARGS: dict[str, dict] = {
     "unet": dict(size="tiny"),
     "hrnet": dict(size="tiny"),
     "hrformer": dict(size="tiny"),
-    "oracle-ensemble": dict(members=[("unet", None, {"size": "tiny"}), ("perturbed-oracle", None, {"jitter": 1.0})], tta="flip,shift"),
+    "oracle-ensemble": dict(
+        members=[("unet", None, {"size": "tiny"}), ("perturbed-oracle", None, {"jitter": 1.0})], tta="flip,shift"
+    ),
 }
 
 
@@ -24,11 +27,19 @@ def _frames(ds: WFLWVDataset, vids, t: int):
     clips = [ds.load(v) for v in vids]
     crops = [decode_crops(c) for c in clips]
     imgs = torch.from_numpy(np.stack([c.crops[t] for c in crops])).permute(0, 3, 1, 2).float() / 255
-    infos = [FrameInfo(v, t, c.num_frames, cc.fps, cc.crop_to_frame[t], ds.root) for v, c, cc in zip(vids, clips, crops)]
+    infos = [
+        FrameInfo(v, t, c.num_frames, cc.fps, cc.crop_to_frame[t], ds.root) for v, c, cc in zip(vids, clips, crops)
+    ]
     return imgs, infos
 
 
-@pytest.mark.parametrize("name", list_models())
+#: models whose contract run takes seconds (the fast loop, `pytest -m "not slow"`, skips them; CI runs them)
+SLOW_MODELS = {"ldeq", "hrnet", "hrformer", "oracle-ensemble", "dlib68", "faceapi68"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in list_models()]
+)
 def test_model_contract(name, synth_root, synth_root68, tmp_path):
     model = create_model(name, **CONTRACT_KWARGS.get(name, {})).to("cpu")
     ds = WFLWVDataset(synth_root68 if model.scheme == "ibug68" else synth_root)

@@ -1,6 +1,8 @@
 """Models configured for smaller crops (fast CPU models) take the protocol's 256 px crop and resize it."""
+
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,10 +14,20 @@ def _resized(x, size):
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
+@pytest.mark.slow
 def test_ldeq_resizes_larger_crops_to_its_input_size():
     torch.manual_seed(0)
-    net = LDEQNet(LDEQConfig(num_landmarks=5, input_size=64, heatmap_size=16, injection_width=8, cell_base_width=8,
-                             cell_width_increment=2, max_iters=3)).eval()
+    net = LDEQNet(
+        LDEQConfig(
+            num_landmarks=5,
+            input_size=64,
+            heatmap_size=16,
+            injection_width=8,
+            cell_base_width=8,
+            cell_width_increment=2,
+            max_iters=3,
+        )
+    ).eval()
     x = torch.randn(2, 3, 256, 256)
     with torch.no_grad():
         a = net(x)["keypoints"]

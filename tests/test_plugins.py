@@ -1,4 +1,5 @@
 """Third-party models: the decorator, and discovery through the `wflwv.models` entry-point group."""
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ def _install_fake_distribution(site: Path) -> None:
     (dist / "entry_points.txt").write_text("[wflwv.models]\nacme = acme_landmarks:AcmeModel\n")
 
 
+@pytest.mark.slow
 def test_entry_point_model_is_listed_and_benched(tmp_path, synth_root):
     site = tmp_path / "site"
     site.mkdir()
@@ -53,8 +55,23 @@ def test_entry_point_model_is_listed_and_benched(tmp_path, synth_root):
     assert re.search(r"^acme\s+ACME's landmark model .*\[acme-landmarks\]", listed.stdout, re.M), listed.stdout
     out = tmp_path / "run"
     bench = subprocess.run(
-        cmd + ["bench", "--model", "acme", "--model-arg", "shift=5", "--data", str(synth_root), "--out", str(out), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300,
+        cmd
+        + [
+            "bench",
+            "--model",
+            "acme",
+            "--model-arg",
+            "shift=5",
+            "--data",
+            str(synth_root),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert bench.returncode == 0, bench.stderr
     assert (out / "per_video.csv").is_file() and "acme" in (out / "run.json").read_text()

@@ -1,4 +1,5 @@
 """`wflwv report`: every artefact from real (tiny) bench runs, numbers traced back to the runs, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,16 @@ from PIL import Image
 
 from wflwv.benchmark import metrics as M
 from wflwv.benchmark.harness import run_benchmark
-from wflwv.dataset.layout import WFLWVDataset
-from wflwv.dataset.synthetic import make_synthetic_dataset
+from wflwv.cli.report import report
 from wflwv.filters import parse_filter_options
 from wflwv.models import create_model
-from wflwv.reports import ReportError, build_report, load_runs, report
+from wflwv.protocol.layout import WFLWVDataset
+from wflwv.reports import ReportError, build_report, load_runs
 from wflwv.reports.figures import FIG_DPI, NME_NMF_SIZE, filter_sweeps, flicker_map_size, place_labels, trajectory_size
 from wflwv.reports.load import ReportRun, display_name
 from wflwv.reports.selection import pick_clip
 from wflwv.reports.tables import format_change, format_number, resolve_baseline, results_table
+from wflwv.testing import make_synthetic_dataset
 
 NUM_FRAMES = 12
 
@@ -39,15 +41,31 @@ def bench(tmp_path_factory):
         "mean": root / "run-mean",
     }
     run_benchmark(
-        create_model("perturbed-oracle", jitter=2.0), data, runs["jitter"], filters=parse_filter_options(["ema:alpha=0.3|0.6"]),
-        model_spec={"name": "perturbed-oracle", "args": {"jitter": 2.0}}, progress=False, device="cpu",
+        create_model("perturbed-oracle", jitter=2.0),
+        data,
+        runs["jitter"],
+        filters=parse_filter_options(["ema:alpha=0.3|0.6"]),
+        model_spec={"name": "perturbed-oracle", "args": {"jitter": 2.0}},
+        progress=False,
+        device="cpu",
     )
     # recorded as an RwR run: the report only reads identity.model.args, which is what this exercises
     run_benchmark(
-        create_model("perturbed-oracle", jitter=0.5), data, runs["calm"], model_spec={"name": "perturbed-oracle", "args": {"jitter": 0.5, "rwr": True}},
-        progress=False, device="cpu",
+        create_model("perturbed-oracle", jitter=0.5),
+        data,
+        runs["calm"],
+        model_spec={"name": "perturbed-oracle", "args": {"jitter": 0.5, "rwr": True}},
+        progress=False,
+        device="cpu",
     )
-    run_benchmark(create_model("mean-shape"), data, runs["mean"], model_spec={"name": "mean-shape", "args": {}}, progress=False, device="cpu")
+    run_benchmark(
+        create_model("mean-shape"),
+        data,
+        runs["mean"],
+        model_spec={"name": "mean-shape", "args": {}},
+        progress=False,
+        device="cpu",
+    )
     return root, data, runs
 
 
@@ -56,8 +74,11 @@ def built(bench):
     root, data, runs = bench
     messages: list[str] = []
     result = build_report(
-        [runs["jitter"], runs["calm"], runs["mean"]], root / "report", labels=[f"{runs['mean']}=Mean face"],
-        baseline="perturbed-oracle", log=messages.append,
+        [runs["jitter"], runs["calm"], runs["mean"]],
+        root / "report",
+        labels=[f"{runs['mean']}=Mean face"],
+        baseline="perturbed-oracle",
+        log=messages.append,
     )
     return result, messages
 
@@ -77,6 +98,7 @@ def _expected(size_in: tuple[float, float]) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_every_artefact_is_written_and_decodes(built):
     result, messages = built
     out = result.out
@@ -182,7 +204,11 @@ def test_default_clip_and_landmark(bench, built):
     assert result.clips == [vid]
     gt = WFLWVDataset(data.root).load(vid).landmarks
     worst = np.max(
-        [M.nmf_per_landmark(np.load(runs[k] / "predictions" / f"{vid}.npz")["landmarks"], gt) for k in ("jitter", "calm", "mean")], axis=0
+        [
+            M.nmf_per_landmark(np.load(runs[k] / "predictions" / f"{vid}.npz")["landmarks"], gt)
+            for k in ("jitter", "calm", "mean")
+        ],
+        axis=0,
     )
     assert result.landmarks[vid] == [int(np.argmax(worst))]
 
@@ -193,7 +219,9 @@ def test_html_embeds_and_links_everything(built):
     pngs = [p for k in ("nme_nmf", "flicker_map", "trajectory") for p in result.files[k] if p.suffix == ".png"]
     assert html.count("data:image/png;base64,") == len(pngs) == 7
     assert html.count("data:image/gif;base64,") == 1
-    for p in result.files["nme_nmf"] + result.files["flicker_map"] + result.files["trajectory"] + result.files["overlay"]:
+    for p in (
+        result.files["nme_nmf"] + result.files["flicker_map"] + result.files["trajectory"] + result.files["overlay"]
+    ):
         if p.suffix in (".svg", ".mp4"):
             assert f'href="{p.name}"' in html
     for name in ("results.csv", "per_clip.csv", "results.md"):
@@ -208,9 +236,12 @@ def test_html_embeds_and_links_everything(built):
     assert base64.b64decode(first) == (result.out / "nme_nmf_hard.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_chosen_clip_and_landmarks(bench, tmp_path):
     _, _, runs = bench
-    result = build_report([runs["jitter"], runs["calm"]], tmp_path / "r", videos=["synth0000e0"], landmarks=[3, 96], overlay=False)
+    result = build_report(
+        [runs["jitter"], runs["calm"]], tmp_path / "r", videos=["synth0000e0"], landmarks=[3, 96], overlay=False
+    )
     assert result.clips == ["synth0000e0"] and result.landmarks == {"synth0000e0": [3, 96]}
     assert _png_size(tmp_path / "r" / "trajectory_synth0000e0.png") == _expected(trajectory_size(2))
     assert not list((tmp_path / "r").glob("*.mp4"))
@@ -292,11 +323,16 @@ def test_missing_predictions(bench, tmp_path):
     assert pick is not None and pick != victim
 
 
+@pytest.mark.slow
 def test_cli_warns_about_different_datasets(bench, tmp_path):
     root, _, runs = bench
     other = make_synthetic_dataset(tmp_path / "other", num_hard=1, num_easy=1, num_frames=NUM_FRAMES, seed=5)
-    run_benchmark(create_model("perturbed-oracle", jitter=1.0), other, tmp_path / "run-other", progress=False, device="cpu")
-    res = CliRunner().invoke(report, [str(runs["jitter"]), str(tmp_path / "run-other"), "--out", str(tmp_path / "rep"), "--no-video"])
+    run_benchmark(
+        create_model("perturbed-oracle", jitter=1.0), other, tmp_path / "run-other", progress=False, device="cpu"
+    )
+    res = CliRunner().invoke(
+        report, [str(runs["jitter"]), str(tmp_path / "run-other"), "--out", str(tmp_path / "rep"), "--no-video"]
+    )
     assert res.exit_code == 0, res.output
     assert "different datasets" in res.output and "index.html" in res.output
     html = (tmp_path / "rep" / "index.html").read_text()
@@ -312,7 +348,11 @@ def test_display_name_and_formatting():
     assert display_name({"name": "ldeq", "args": {"rwr": False}}) == "ldeq"
     assert display_name({"name": "ldeq", "args": {"rwr": "true"}}) == "ldeq + RwR"
     assert format_change(-13.2) == "-13%" and format_change(4.24) == "+4.2%" and format_change(float("nan")) == "–"
-    assert format_number(1.23456) == "1.235" and format_number(278.29) == "278.3" and format_number(0.5, "auc_0.1") == "0.5000"
+    assert (
+        format_number(1.23456) == "1.235"
+        and format_number(278.29) == "278.3"
+        and format_number(0.5, "auc_0.1") == "0.5000"
+    )
 
 
 def _fake_run(sets: dict) -> ReportRun:
@@ -351,7 +391,9 @@ def test_place_labels_removes_overlaps():
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.plot([0, 1], [0, 1], "o")
     anns = [
-        ax.annotate(f"label {i}", xy=(0.5, 0.5), xytext=(4, 4), textcoords="offset points", arrowprops=dict(arrowstyle="-"))
+        ax.annotate(
+            f"label {i}", xy=(0.5, 0.5), xytext=(4, 4), textcoords="offset points", arrowprops=dict(arrowstyle="-")
+        )
         for i in range(6)
     ]
     fig.canvas.draw()

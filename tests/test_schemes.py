@@ -1,4 +1,5 @@
 """Tests for wflwv.schemes: flip permutations, groups, template face, WFLW-98 -> iBUG-68 mapping."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,9 @@ SCHEME_NAMES = ["wflw98", "ibug68"]
 def _partner(group: str) -> str:
     """Name of the mirrored group: left_* <-> right_*, anything else maps to itself."""
     if group.startswith("left_"):
-        return "right_" + group[len("left_"):]
+        return "right_" + group[len("left_") :]
     if group.startswith("right_"):
-        return "left_" + group[len("right_"):]
+        return "left_" + group[len("right_") :]
     return group
 
 

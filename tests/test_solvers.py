@@ -1,4 +1,5 @@
 """Fixed-point solvers: convergence, acceleration, per-sample stopping, tolerance semantics."""
+
 import math
 
 import pytest
@@ -51,6 +52,7 @@ def _slow_symmetric(d=40, top=0.95, seed=1):
     return A, b, z_star
 
 
+@pytest.mark.slow
 def test_anderson_needs_fewer_iterations_on_slow_contraction():
     A, b, z_star = _slow_symmetric()
 
@@ -66,6 +68,7 @@ def test_anderson_needs_fewer_iterations_on_slow_contraction():
     assert torch.allclose(z_and, z_star, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_broyden_converges_faster_than_fpi_on_nonsymmetric_map():
     A, b, z_star = _slow_symmetric(top=0.9, seed=3)
     g = torch.Generator().manual_seed(4)
@@ -82,6 +85,7 @@ def test_broyden_converges_faster_than_fpi_on_nonsymmetric_map():
     assert (st.iterations < st_fpi.iterations).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 @pytest.mark.parametrize("pass_index", [True, False])
 def test_batch_equals_one_at_a_time(name, pass_index):
@@ -92,10 +96,11 @@ def test_batch_equals_one_at_a_time(name, pass_index):
     z, st = SOLVERS[name](f, z0, max_iter=200, tol_rel=1e-6, pass_index=pass_index)
     assert len(set(st.iterations.tolist())) > 1, "the rows should stop at different iterations"
     for i in range(n):
+
         def fi(z, idx, i=i):
             return f_idx(z, idx + i)
 
-        zi, sti = SOLVERS[name](fi, z0[i:i + 1], max_iter=200, tol_rel=1e-6, pass_index=True)
+        zi, sti = SOLVERS[name](fi, z0[i : i + 1], max_iter=200, tol_rel=1e-6, pass_index=True)
         assert sti.iterations.item() == st.iterations[i].item()
         assert torch.allclose(zi[0], z[i], rtol=0, atol=1e-12)
         assert torch.allclose(sti.rel_residual[0], st.rel_residual[i], rtol=1e-6, atol=1e-12)
@@ -175,9 +180,9 @@ def test_return_best_picks_lowest_residual_iterate():
     best = torch.nan_to_num(st.rel_trace, nan=math.inf).argmin(dim=0) + 1
     assert torch.equal(st.best_iteration, best)
     for i in range(2):
-        ref = z0[i:i + 1]
+        ref = z0[i : i + 1]
         for _ in range(int(best[i]) - 1):
-            ref = f(ref)[i:i + 1] if ref.shape[0] == 2 else (-1.3 * ref + b[i:i + 1])
+            ref = f(ref)[i : i + 1] if ref.shape[0] == 2 else (-1.3 * ref + b[i : i + 1])
         assert torch.allclose(z[i], ref[0])
         assert torch.allclose(st.rel_residual[i], st.rel_trace[best[i] - 1, i])
     z_last, _ = fixed_point_iteration(f, z0, max_iter=6, tol_rel=0.0, return_best=False)

@@ -8,6 +8,7 @@
   MSE the tiny UNet stays at the flat all-zero output for these step counts (see
   :class:`wflwv.training.losses.HeatmapMSE`).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,10 +22,15 @@ from click.testing import CliRunner
 from torch.utils.data import Dataset
 
 from wflwv.benchmark.metrics import nme_per_frame
-from wflwv.dataset.wflw import WFLWStillDataset, make_synthetic_wflw
+from wflwv.models.archs import build_net
+from wflwv.models.archs import make_config as make_arch_config
 from wflwv.schemes import template_shape
+from wflwv.testing import make_synthetic_wflw
 from wflwv.training import TrainConfig, TrainData, evaluate, train
+from wflwv.training.data import WFLWStillDataset
 from wflwv.training.loop import METRICS_JSON
+
+pytestmark = pytest.mark.slow  # learning runs: the full suite only
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +78,15 @@ def test_tiny_ldeq_learns_to_localise_with_implicit_gradients(faces, tmp_path):
     torch.set_num_threads(1)
     train_set = SmallCrops(WFLWStillDataset(faces, "train"))
     val_set = SmallCrops(WFLWStillDataset(faces, "test"))
-    config = LDEQConfig(num_landmarks=98, input_size=64, heatmap_size=16, injection_width=16, cell_base_width=8,
-                        cell_width_increment=4, max_iters=3)
+    config = LDEQConfig(
+        num_landmarks=98,
+        input_size=64,
+        heatmap_size=16,
+        injection_width=16,
+        cell_base_width=8,
+        cell_width_increment=4,
+        max_iters=3,
+    )
     assert config.grad_mode == "implicit"
     torch.manual_seed(0)  # train() seeds the same way before building the net: this is its starting point
     untrained = evaluate(LDEQNet(config), val_set)["full"]["nme"]
@@ -96,20 +109,42 @@ def test_tiny_ldeq_learns_to_localise_with_implicit_gradients(faces, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("wflwv.baselines.unet") is None, reason="UNet baseline not present")
 def test_tiny_unet_lowers_its_validation_nme_with_the_default_heatmap_loss(faces, tmp_path):
-    from wflwv.training.archs import build_net
-    from wflwv.training.command import train as train_command
+    from wflwv.cli.train import train as train_command
 
     torch.set_num_threads(1)
     out = tmp_path / "unet"
-    args = ["--arch", "unet", "--set", "size=tiny", "--data", str(faces), "--out", str(out), "--epochs", "20",
-            "--batch-size", "8", "--lr", "3e-3", "--schedule", "constant", "--no-augment", "--val-every", "5",
-            "--device", "cpu", "--workers", "0", "--no-progress"]
+    args = [
+        "--arch",
+        "unet",
+        "--set",
+        "size=tiny",
+        "--data",
+        str(faces),
+        "--out",
+        str(out),
+        "--epochs",
+        "20",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--schedule",
+        "constant",
+        "--no-augment",
+        "--val-every",
+        "5",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     res = CliRunner().invoke(train_command, args)
     assert res.exit_code == 0, res.output
     summary = json.loads((out / METRICS_JSON).read_text())
     assert summary["loss"] == "heatmap_mse" and summary["train_config"]["heatmap_foreground_weight"] > 0
     torch.manual_seed(0)  # the command's default seed: the net it started from
-    net, _, _ = build_net("unet", summary["config"])
+    net = build_net("unet", summary["config"])
     untrained = evaluate(net, WFLWStillDataset(faces, "test"))["full"]["nme"]
 
     losses = [h["train_loss"] for h in summary["history"]]
@@ -123,18 +158,25 @@ def test_tiny_unet_lowers_its_validation_nme_with_the_default_heatmap_loss(faces
 @pytest.mark.parametrize("arch", ["hrnet", "hrformer"])
 def test_tiny_hr_networks_lower_their_validation_nme(arch, faces, tmp_path):
     from wflwv.training import AugmentConfig
-    from wflwv.training.archs import build_net, default_config
 
     if importlib.util.find_spec(f"wflwv.baselines.{arch}") is None:
         pytest.skip(f"{arch} baseline not present")
     torch.set_num_threads(1)
-    config = default_config(arch, 98, ["size=tiny"])
+    config = make_arch_config(arch, ["size=tiny"], num_landmarks=98)
     torch.manual_seed(0)
-    net, _, _ = build_net(arch, config)
+    net = build_net(arch, config)
     untrained = evaluate(net, WFLWStillDataset(faces, "test"))["full"]["nme"]
     # these learn faster per step than the tiny UNet (and cost more per step): 32 steps show it
-    cfg = TrainConfig(epochs=4, batch_size=8, lr=3e-3, schedule="constant", device="cpu", progress=False,
-                      val_every=4, augment=AugmentConfig.disabled())
+    cfg = TrainConfig(
+        epochs=4,
+        batch_size=8,
+        lr=3e-3,
+        schedule="constant",
+        device="cpu",
+        progress=False,
+        val_every=4,
+        augment=AugmentConfig.disabled(),
+    )
     res = train(arch, config, faces, tmp_path, cfg, log=_quiet)
     summary = json.loads((tmp_path / METRICS_JSON).read_text())
     assert res.step == 32 and summary["loss"] == "heatmap_mse"

@@ -1,4 +1,5 @@
 """Augmentations, losses, config overrides, the training loop (learning, exact resume) and `wflwv train`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,10 +15,15 @@ from click.testing import CliRunner
 from torch import nn
 
 from wflwv.benchmark.metrics import nme_per_frame
-from wflwv.dataset.wflw import SUBSETS, WFLWStillDataset, make_synthetic_wflw
+from wflwv.cli.train import train as train_command
+from wflwv.config import apply_overrides, make_config
+from wflwv.models.archs import ARCHS, ArchSpec, build_net, get_arch
+from wflwv.models.archs import make_config as make_arch_config
+from wflwv.models.checkpoints import CheckpointError, load_checkpoint, load_net
+from wflwv.protocol.wflw import SUBSETS
 from wflwv.schemes import get_scheme, template_shape
-from wflwv.training import ARCHS, AugmentConfig, TrainConfig, TrainData, evaluate, train
-from wflwv.training.archs import apply_overrides, build_net, default_config, make_config, resolve_arch
+from wflwv.testing import make_synthetic_wflw
+from wflwv.training import AugmentConfig, TrainConfig, TrainData, evaluate, train
 from wflwv.training.augment import (
     augment,
     flip_horizontal,
@@ -27,11 +33,10 @@ from wflwv.training.augment import (
     sample_geometry,
     sample_rng,
 )
-from wflwv.training.command import train as train_command
+from wflwv.training.data import WFLWStillDataset
+from wflwv.training.evaluate import format_table
+from wflwv.training.loop import BEST_NAME, CHECKPOINT_NAME, METRICS_CSV, METRICS_JSON
 from wflwv.training.losses import AdaptiveWingLoss, HeatmapMSE, KeypointMSE, adaptive_wing, make_loss, target_heatmaps
-from wflwv.models.checkpoints import CheckpointError, load_checkpoint
-from wflwv.training.loop import BEST_NAME, CHECKPOINT_NAME, METRICS_CSV, METRICS_JSON, format_table
-
 
 # --------------------------------------------------------------------------------------------------
 # augmentations
@@ -54,7 +59,9 @@ def test_augmented_keypoints_sit_on_the_augmented_image():
     scheme = get_scheme("wflw98")
     perm = scheme.flip_index()
     points = template_shape("wflw98") * 256
-    cfg = AugmentConfig.geometric_only(rotation_deg=30, rotation_prob=1.0, flip_prob=0.5, scale_jitter=0.1, translate=0.03)
+    cfg = AugmentConfig.geometric_only(
+        rotation_deg=30, rotation_prob=1.0, flip_prob=0.5, scale_jitter=0.1, translate=0.03
+    )
     indices = [8, 24, 33, 46, 54, 60, 72, 76, 82, 96, 97]
     checked, flipped_seen = 0, set()
     for seed in range(6):
@@ -146,7 +153,9 @@ def test_keypoint_and_heatmap_losses():
     assert torch.isclose(hm({"heatmaps": pred}, {"keypoints": kp}), weighted)
     # an all-zero output is no longer nearly as good as the truth: the peaks carry a real share of the loss
     zeros = torch.zeros_like(target)
-    assert hm({"heatmaps": zeros}, {"keypoints": kp}) > 30 * HeatmapMSE(foreground_weight=0)({"heatmaps": zeros}, {"keypoints": kp})
+    assert hm({"heatmaps": zeros}, {"keypoints": kp}) > 30 * HeatmapMSE(foreground_weight=0)(
+        {"heatmaps": zeros}, {"keypoints": kp}
+    )
     with pytest.raises(ValueError, match="foreground_weight must be >= 0"):
         HeatmapMSE(foreground_weight=-1)
     with pytest.raises(KeyError, match="needs the network output 'heatmaps'.*keypoints"):
@@ -209,8 +218,20 @@ class _Cfg:
 
 
 def test_overrides_convert_types_and_reject_unknown_keys():
-    cfg = make_config(_Cfg, ["width=32", "rate=1e-3", "flag=yes", "widths=4,8,16", "pair=(0.1, 0.2)",
-                             "limit=none", "mode=b", "inner.depth=5"], num_landmarks=68)
+    cfg = make_config(
+        _Cfg,
+        [
+            "width=32",
+            "rate=1e-3",
+            "flag=yes",
+            "widths=4,8,16",
+            "pair=(0.1, 0.2)",
+            "limit=none",
+            "mode=b",
+            "inner.depth=5",
+        ],
+        num_landmarks=68,
+    )
     assert cfg == _Cfg(68, 32, 1e-3, True, (4, 8, 16), (0.1, 0.2), None, "b", _Inner(5, "x"))
     cfg = apply_overrides(cfg, ["limit=7", "inner.name=deep", "width=1e2"])
     assert cfg.limit == 7 and cfg.inner.name == "deep" and cfg.width == 100
@@ -232,10 +253,12 @@ def test_overrides_convert_types_and_reject_unknown_keys():
 
 def test_arch_table_errors_are_clear(monkeypatch):
     with pytest.raises(ValueError, match="unknown architecture 'resnet'; available: .*hrnet.*ldeq.*unet"):
-        resolve_arch("resnet")
-    monkeypatch.setitem(ARCHS, "ghost", ("wflwv.not_a_module:Cfg", "wflwv.not_a_module:Net", "keypoint_mse"))
-    with pytest.raises(ImportError, match="architecture 'ghost' needs module wflwv.not_a_module"):
-        resolve_arch("ghost")
+        get_arch("resnet")
+    monkeypatch.setitem(
+        ARCHS, "ghost", ArchSpec("ghost", "wflwv.not_a_module:Cfg", "wflwv.not_a_module:Net", loss="keypoint_mse")
+    )
+    with pytest.raises(ImportError, match="architecture 'ghost' .* needs module wflwv.not_a_module"):
+        get_arch("ghost")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,11 +278,18 @@ class TinyNet(nn.Module):
         super().__init__()
         w, self.k = config.width, config.num_landmarks
         self.body = nn.Sequential(
-            nn.Conv2d(3, w, 5, 4, 2), nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, 2, 1), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, 2, 1), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, 2, 1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Conv2d(3, w, 5, 4, 2),
+            nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, 2, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, 2, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, 2, 1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
         )
         self.head = nn.Linear(32 * w, self.k * 2)
 
@@ -269,7 +299,7 @@ class TinyNet(nn.Module):
 
 @pytest.fixture
 def tiny_arch(monkeypatch):
-    monkeypatch.setitem(ARCHS, "tiny", (TinyConfig, TinyNet, "keypoint_mse"))
+    monkeypatch.setitem(ARCHS, "tiny", ArchSpec("tiny", TinyConfig, TinyNet, loss="keypoint_mse"))
     return "tiny"
 
 
@@ -287,6 +317,7 @@ def _quiet(_msg):
     pass
 
 
+@pytest.mark.slow
 def test_training_learns_the_synthetic_faces(tiny_arch, wflw64, tmp_path):
     torch.set_num_threads(1)
     val = WFLWStillDataset(wflw64, "test")
@@ -294,8 +325,15 @@ def test_training_learns_the_synthetic_faces(tiny_arch, wflw64, tmp_path):
     mean_shape_nme = nme_per_frame(np.broadcast_to(template_shape() * 256, gt.shape), gt).mean() * 100
     torch.manual_seed(0)
     untrained = evaluate(TinyNet(TinyConfig()), val)["full"]["nme"]
-    cfg = TrainConfig(epochs=25, batch_size=8, lr=3e-3, device="cpu", progress=False, val_every=8,
-                      augment=AugmentConfig.geometric_only(rotation_deg=10, scale_jitter=0.05, translate=0.02))
+    cfg = TrainConfig(
+        epochs=25,
+        batch_size=8,
+        lr=3e-3,
+        device="cpu",
+        progress=False,
+        val_every=8,
+        augment=AugmentConfig.geometric_only(rotation_deg=10, scale_jitter=0.05, translate=0.02),
+    )
     result = train(tiny_arch, None, wflw64, tmp_path, cfg, resume=False, log=_quiet)
     assert result.step == 200 and result.epoch == 25
     losses = [h["train_loss"] for h in result.history]
@@ -322,8 +360,15 @@ def _states_equal(a: dict, b: dict) -> bool:
 
 
 def test_resume_continues_exactly(tiny_arch, small_wflw, tmp_path):
-    base = dict(epochs=3, batch_size=4, lr=1e-3, device="cpu", progress=False, seed=3,
-                augment=AugmentConfig(rotation_prob=1.0, gaussian_blur_prob=0.5, occlusion_prob=0.5))
+    base = dict(
+        epochs=3,
+        batch_size=4,
+        lr=1e-3,
+        device="cpu",
+        progress=False,
+        seed=3,
+        augment=AugmentConfig(rotation_prob=1.0, gaussian_blur_prob=0.5, occlusion_prob=0.5),
+    )
     straight = train(tiny_arch, None, small_wflw, tmp_path / "a", TrainConfig(**base), log=_quiet)
     assert straight.step == 6
     # stop in the middle of the second epoch, then run again
@@ -331,7 +376,9 @@ def test_resume_continues_exactly(tiny_arch, small_wflw, tmp_path):
     assert first.step == 3 and first.epoch == 1
     ckpt = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["epoch_step"] == 1 and ckpt["step"] == 3
-    assert ckpt["arch"] == "tiny" and ckpt["scheme"] == "wflw98" and ckpt["config"] == {"num_landmarks": 98, "width": 16}
+    assert (
+        ckpt["arch"] == "tiny" and ckpt["scheme"] == "wflw98" and ckpt["config"] == {"num_landmarks": 98, "width": 16}
+    )
     assert {"state_dict", "optimizer", "metrics", "wflwv_version", "scheduler", "rng"} <= set(ckpt)
     assert set(ckpt["metrics"]) == set(SUBSETS)
     messages = []
@@ -354,8 +401,15 @@ def test_resume_continues_exactly(tiny_arch, small_wflw, tmp_path):
     assert again.step == 6 and _states_equal(again.net.state_dict(), resumed.net.state_dict())
     with pytest.raises(ValueError, match=r"different TinyConfig:\n  width: checkpoint 16 vs now 8"):
         train(tiny_arch, TinyConfig(width=8), small_wflw, tmp_path / "b", TrainConfig(**base), log=_quiet)
-    fresh = train(tiny_arch, TinyConfig(width=8), small_wflw, tmp_path / "b", TrainConfig(**{**base, "epochs": 1}),
-                  resume=False, log=_quiet)
+    fresh = train(
+        tiny_arch,
+        TinyConfig(width=8),
+        small_wflw,
+        tmp_path / "b",
+        TrainConfig(**{**base, "epochs": 1}),
+        resume=False,
+        log=_quiet,
+    )
     assert fresh.step == 2 and load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["config"]["width"] == 8
 
 
@@ -397,7 +451,7 @@ def test_interrupt_saves_a_resumable_checkpoint(tiny_arch, small_wflw, tmp_path)
 
 def test_training_checkpoints_use_the_safe_checkpoint_io(tiny_arch, small_wflw, tmp_path):
     from wflwv.models.checkpoints import save_checkpoint
-    from wflwv.training import load_trained_net, load_training_checkpoint
+    from wflwv.training import load_training_checkpoint
 
     cfg = TrainConfig(epochs=1, batch_size=4, device="cpu", progress=False)
     res = train(tiny_arch, None, small_wflw, tmp_path / "a", cfg, log=_quiet)
@@ -406,17 +460,25 @@ def test_training_checkpoints_use_the_safe_checkpoint_io(tiny_arch, small_wflw, 
     rng = ckpt["rng"]  # generator states are tensors and plain lists, not numpy objects
     assert isinstance(rng["torch"], torch.Tensor) and rng["numpy"][0] == "MT19937"
     assert len(rng["numpy"][1]) == 624 and all(type(v) is int for v in rng["numpy"][1])
-    net, info = load_trained_net(res.best_checkpoint)
+    net, info = load_net(res.best_checkpoint)
     assert info["epoch"] == 1 and _states_equal(net.state_dict(), res.net.state_dict())
     # a checkpoint without the training state (e.g. exported weights) cannot be resumed from
     out = tmp_path / "b"
-    save_checkpoint(out / CHECKPOINT_NAME, {"arch": "tiny", "config": dataclasses.asdict(TinyConfig()),
-                                            "scheme": "wflw98", "state_dict": res.net.state_dict(), "epoch": 1})
+    save_checkpoint(
+        out / CHECKPOINT_NAME,
+        {
+            "arch": "tiny",
+            "config": dataclasses.asdict(TinyConfig()),
+            "scheme": "wflw98",
+            "state_dict": res.net.state_dict(),
+            "epoch": 1,
+        },
+    )
     assert load_training_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 1
     with pytest.raises(CheckpointError, match="not a resumable wflwv training checkpoint.*optimizer, scheduler"):
         train(tiny_arch, None, small_wflw, out, cfg, log=_quiet)
-    with pytest.raises(CheckpointError, match="not a wflwv training checkpoint"):
-        load_trained_net(_bare_state_dict(out / "bare.pt", res.net))
+    with pytest.raises(CheckpointError, match="bare state dict without a configuration"):
+        load_net(_bare_state_dict(out / "bare.pt", res.net))
     assert train(tiny_arch, None, small_wflw, out, cfg, resume=False, log=_quiet).step == 2
 
 
@@ -429,13 +491,20 @@ def test_train_checks_landmark_count_and_data(tiny_arch, small_wflw, tmp_path):
     with pytest.raises(ValueError, match="num_landmarks = 98 but scheme ibug68 has 68"):
         train(tiny_arch, TinyConfig(), small_wflw, tmp_path, TrainConfig(scheme="ibug68", device="cpu"), log=_quiet)
     # iBUG-68 training with the config's landmark count filled in from the scheme
-    res = train(tiny_arch, None, small_wflw, tmp_path, TrainConfig(scheme="ibug68", epochs=1, batch_size=4,
-                device="cpu", progress=False), log=_quiet)
+    res = train(
+        tiny_arch,
+        None,
+        small_wflw,
+        tmp_path,
+        TrainConfig(scheme="ibug68", epochs=1, batch_size=4, device="cpu", progress=False),
+        log=_quiet,
+    )
     assert res.config.num_landmarks == 68 and load_checkpoint(res.checkpoint)["scheme"] == "ibug68"
     with pytest.raises(TypeError, match="data must be a WFLW folder"):
         train(tiny_arch, None, 42, tmp_path / "x", TrainConfig(device="cpu"), log=_quiet)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("wflwv.baselines.unet") is None, reason="UNet baseline not present")
 def test_unet_trains_with_heatmap_losses(small_wflw, tmp_path):
     torch.set_num_threads(1)
@@ -443,38 +512,46 @@ def test_unet_trains_with_heatmap_losses(small_wflw, tmp_path):
     val = WFLWStillDataset(small_wflw, "test")
     for loss in ("heatmap_mse", "awing"):
         cfg = TrainConfig(epochs=4, batch_size=4, lr=3e-3, device="cpu", progress=False, loss=loss, val_every=4)
-        config = default_config("unet", 98, ["size=tiny"])
+        config = make_arch_config("unet", ["size=tiny"], num_landmarks=98)
         res = train("unet", config, TrainData(train_ds, val), tmp_path / loss, cfg, log=_quiet)
         losses = [h["train_loss"] for h in res.history]
         # (learning to localise is checked in test_train_learning.py; 8 steps only show the loss going down)
         assert losses[-1] < 0.75 * losses[0], (loss, losses)
         ckpt = load_checkpoint(res.checkpoint)
         assert ckpt["loss"] == loss and ckpt["config"]["size"] == "tiny"
-        net, _, default_loss = build_net("unet", ckpt["config"])
+        net = build_net("unet", ckpt["config"])
         net.load_state_dict(ckpt["state_dict"])
-        assert default_loss == "heatmap_mse"
+        assert get_arch("unet").loss == "heatmap_mse"
         assert np.isfinite(res.history[-1]["val"]["full"]["nme"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("wflwv.models.ldeq") is None, reason="LDEQ not present")
 def test_ldeq_trains_with_implicit_differentiation(small_wflw, tmp_path):
     from wflwv.models.ldeq import LDEQNet
-    from wflwv.training import load_trained_net
 
     torch.set_num_threads(1)
-    config = default_config("ldeq", 98, ["injection_width=8", "cell_base_width=8", "cell_width_increment=2",
-                                         "max_iters=2"])
+    config = make_arch_config(
+        "ldeq", ["injection_width=8", "cell_base_width=8", "cell_width_increment=2", "max_iters=2"], num_landmarks=98
+    )
     assert config.grad_mode == "implicit"
     val = WFLWStillDataset(small_wflw, "test")
     torch.manual_seed(0)  # train() seeds the same way, so this is its starting point
     untrained = evaluate(LDEQNet(config), val)["full"]["nme"]
-    cfg = TrainConfig(epochs=4, batch_size=4, lr=3e-3, device="cpu", progress=False, val_every=4,
-                      augment=AugmentConfig.geometric_only(rotation_deg=10, scale_jitter=0.05, translate=0.02))
+    cfg = TrainConfig(
+        epochs=4,
+        batch_size=4,
+        lr=3e-3,
+        device="cpu",
+        progress=False,
+        val_every=4,
+        augment=AugmentConfig.geometric_only(rotation_deg=10, scale_jitter=0.05, translate=0.02),
+    )
     res = train("ldeq", config, small_wflw, tmp_path, cfg, log=_quiet)
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < losses[0]
     assert res.history[-1]["val"]["full"]["nme"] < untrained
-    net, ckpt = load_trained_net(res.checkpoint)
+    net, ckpt = load_net(res.checkpoint)
     assert ckpt["arch"] == "ldeq" and ckpt["loss"] == "keypoint_mse" and ckpt["config"]["max_iters"] == 2
     assert evaluate(net, val)["full"]["nme"] == pytest.approx(res.history[-1]["val"]["full"]["nme"], rel=1e-6)
 
@@ -485,9 +562,33 @@ def test_ldeq_trains_with_implicit_differentiation(small_wflw, tmp_path):
 
 def test_train_command_end_to_end(tiny_arch, small_wflw, tmp_path):
     out = tmp_path / "run"
-    args = ["--arch", "tiny", "--data", str(small_wflw), "--out", str(out), "--epochs", "2", "--batch-size", "4",
-            "--device", "cpu", "--workers", "1", "--no-progress", "--set", "width=8", "--aug", "rotation_deg=10",
-            "--train-opt", "grad_clip=1.0", "--max-steps", "3", "--lr", "2e-3"]
+    args = [
+        "--arch",
+        "tiny",
+        "--data",
+        str(small_wflw),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--set",
+        "width=8",
+        "--aug",
+        "rotation_deg=10",
+        "--train-opt",
+        "grad_clip=1.0",
+        "--max-steps",
+        "3",
+        "--lr",
+        "2e-3",
+    ]
     runner = CliRunner()
     res = runner.invoke(train_command, args)
     assert res.exit_code == 0, res.output
@@ -503,9 +604,26 @@ def test_train_command_end_to_end(tiny_arch, small_wflw, tmp_path):
     assert "resuming tiny" in res.output and "done: 2 epochs, 4 steps" in res.output
     # bad input is reported clearly
     res = runner.invoke(train_command, args[:-4] + ["--set", "depth=3"])
-    assert res.exit_code == 2 and "unknown config key 'depth' for TinyConfig; valid keys: num_landmarks, width" in res.output
+    assert (
+        res.exit_code == 2
+        and "unknown config key 'depth' for TinyConfig; valid keys: num_landmarks, width" in res.output
+    )
     res = runner.invoke(train_command, ["--arch", "resnet", "--data", str(small_wflw), "--out", str(out)])
     assert res.exit_code == 2 and "unknown architecture 'resnet'" in res.output
-    res = runner.invoke(train_command, ["--arch", "tiny", "--data", str(tmp_path), "--out", str(out), "--device", "cpu",
-                                        "--workers", "0", "--no-progress"])
+    res = runner.invoke(
+        train_command,
+        [
+            "--arch",
+            "tiny",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 1 and "no WFLW train annotations" in res.output

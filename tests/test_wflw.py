@@ -1,21 +1,20 @@
 """WFLW annotation reader/writer, subsets, file discovery and the cropping dataset."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from wflwv.dataset.crop import crop_matrix, to_crop, warp_crop
-from wflwv.dataset.wflw import (
+from wflwv.protocol.crop import crop_matrix, to_crop, warp_crop
+from wflwv.protocol.wflw import (
     ATTRIBUTES,
     SUBSETS,
     WFLWFormatError,
     WFLWSample,
-    WFLWStillDataset,
     find_annotation_file,
     find_images_dir,
     format_annotation_line,
     load_wflw,
-    make_synthetic_wflw,
     parse_annotation_line,
     read_annotations,
     select_subset,
@@ -24,7 +23,9 @@ from wflwv.dataset.wflw import (
     write_annotations,
 )
 from wflwv.schemes import WFLW98_TO_IBUG68
+from wflwv.testing import make_synthetic_wflw
 from wflwv.training.augment import AugmentConfig
+from wflwv.training.data import WFLWStillDataset
 
 
 def _random_samples(n: int, seed: int = 0) -> list[WFLWSample]:

@@ -1,16 +1,24 @@
-"""Small file helpers shared by every long-running command: atomic writes so nothing is ever half-written."""
+"""Small helpers shared by every long-running command: atomic writes so nothing is ever half-written, JSON,
+the user cache folder, and the provenance recorded with every result."""
+
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import os
+import platform
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "read_json", "save_npy", "save_npz", "cache_dir"]
+__all__ = ["atomic_path", "write_json", "read_json", "save_npy", "save_npz", "cache_dir", "provenance"]
 
 
 def _current_umask() -> int:
@@ -30,7 +38,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+    )
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the final file the usual permissions
     tmp_path = Path(tmp)
@@ -104,3 +114,43 @@ def cache_dir() -> Path:
         return Path(os.environ["WFLWV_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "wflwv"
+
+
+_PACKAGES = ("wflwv", "torch", "timm", "numpy", "scipy", "pandas", "opencv-python-headless", "yt-dlp")
+
+
+def _git_state() -> dict[str, Any]:
+    here = Path(__file__).resolve().parents[1]
+    if not (here / ".git").exists():
+        return {"commit": None, "dirty": None}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return {"commit": commit or None, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def provenance() -> dict[str, Any]:
+    """Where a result comes from: code version, package versions, interpreter, platform, command, time."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "git": _git_state(),
+        "packages": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": sys.argv,
+        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -11,6 +11,7 @@ Two schemes are built in:
 "Left" and "right" always mean *image* left and right (the subject's right side is on the image's left),
 which is the convention of both annotation protocols.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -76,6 +77,24 @@ def _range(a: int, b: int) -> tuple[int, ...]:
     return tuple(range(a, b + 1))
 
 
+def _polylines(*runs: tuple[int, int, bool]) -> tuple[tuple[int, ...], ...]:
+    """Drawing polylines from inclusive index runs ``(first, last, closed)``; a closed run returns to its start."""
+    return tuple(_range(a, b) + ((a,) if closed else ()) for a, b, closed in runs)
+
+
+#: fine group -> coarse region of the metric breakdowns (left and right merged)
+_REGION_OF = {"left_brow": "brows", "right_brow": "brows", "left_eye": "eyes", "right_eye": "eyes",
+              "left_pupil": "pupils", "right_pupil": "pupils"}  # fmt: skip
+
+
+def _regions(groups: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    for name, idx in groups.items():
+        region = _REGION_OF.get(name, name)
+        out[region] = out.get(region, ()) + idx
+    return out
+
+
 def _perm_from_pairs(n: int, pairs: list[tuple[int, int]]) -> tuple[int, ...]:
     perm = list(range(n))
     for a, b in pairs:
@@ -103,25 +122,8 @@ def _wflw98() -> LandmarkScheme:
         "left_pupil": (96,),
         "right_pupil": (97,),
     }
-    regions = {
-        "jaw": groups["jaw"],
-        "brows": groups["left_brow"] + groups["right_brow"],
-        "nose": groups["nose"],
-        "eyes": groups["left_eye"] + groups["right_eye"],
-        "mouth": groups["mouth"],
-        "pupils": (96, 97),
-    }
-    edges = (
-        _range(0, 32),
-        _range(33, 41) + (33,),
-        _range(42, 50) + (42,),
-        _range(51, 54),
-        _range(55, 59),
-        _range(60, 67) + (60,),
-        _range(68, 75) + (68,),
-        _range(76, 87) + (76,),
-        _range(88, 95) + (88,),
-    )
+    edges = _polylines((0, 32, False), (33, 41, True), (42, 50, True), (51, 54, False), (55, 59, False),
+                       (60, 67, True), (68, 75, True), (76, 87, True), (88, 95, True))  # fmt: skip
     return LandmarkScheme(
         name="wflw98",
         num_points=98,
@@ -129,7 +131,7 @@ def _wflw98() -> LandmarkScheme:
         pupils=((96,), (97,)),
         flip=_perm_from_pairs(98, pairs),
         groups=groups,
-        regions=regions,
+        regions=_regions(groups),
         edges=edges,
     )
 
@@ -150,24 +152,8 @@ def _ibug68() -> LandmarkScheme:
         "right_eye": _range(42, 47),
         "mouth": _range(48, 67),
     }
-    regions = {
-        "jaw": groups["jaw"],
-        "brows": groups["left_brow"] + groups["right_brow"],
-        "nose": groups["nose"],
-        "eyes": groups["left_eye"] + groups["right_eye"],
-        "mouth": groups["mouth"],
-    }
-    edges = (
-        _range(0, 16),
-        _range(17, 21),
-        _range(22, 26),
-        _range(27, 30),
-        _range(31, 35),
-        _range(36, 41) + (36,),
-        _range(42, 47) + (42,),
-        _range(48, 59) + (48,),
-        _range(60, 67) + (60,),
-    )
+    edges = _polylines((0, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
+                       (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True))  # fmt: skip
     return LandmarkScheme(
         name="ibug68",
         num_points=68,
@@ -175,7 +161,7 @@ def _ibug68() -> LandmarkScheme:
         pupils=(_range(36, 41), _range(42, 47)),
         flip=_perm_from_pairs(68, pairs),
         groups=groups,
-        regions=regions,
+        regions=_regions(groups),
         edges=edges,
     )
 
@@ -229,9 +215,7 @@ def convert_landmarks(points: np.ndarray, src: str | LandmarkScheme, dst: str | 
     src, dst = get_scheme(src), get_scheme(dst)
     points = np.asarray(points)
     if points.shape[-2] != src.num_points:
-        raise ValueError(
-            f"landmarks have {points.shape[-2]} points but scheme {src.name!r} has {src.num_points}"
-        )
+        raise ValueError(f"landmarks have {points.shape[-2]} points but scheme {src.name!r} has {src.num_points}")
     if src.name == dst.name:
         return points
     if (src.name, dst.name) == ("wflw98", "ibug68"):

@@ -22,21 +22,30 @@ Outputs: landmarks (N, K, 2) crop pixels; heatmaps (N, K, S, S) the averaged map
 (every member on every TTA variant, mapped back to the crop): ``var(x) + var(y)`` in crop pixels squared. The
 full (N, K) per-landmark variance of the last batch is kept in :attr:`OracleEnsemble.last_landmark_var`.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wflwv.baselines.heatmaps import DEFAULT_SIGMA, HEATMAP_SIZE, heatmap_readout, normalise_heatmaps, points_to_heatmaps
+from wflwv.baselines.heatmaps import (
+    DEFAULT_SIGMA,
+    HEATMAP_SIZE,
+    heatmap_readout,
+    normalise_heatmaps,
+    points_to_heatmaps,
+)
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, ModelOutput
-from wflwv.models.registry import create_model, register_model
+from wflwv.models.registry import create_model
+from wflwv.schemes import get_scheme
 
-__all__ = ["TTAVariant", "parse_tta", "warp_images", "warp_heatmaps", "OracleEnsemble", "make_oracle"]
+__all__ = ["TTAVariant", "parse_tta", "warp_images", "warp_heatmaps", "OracleEnsemble", "build_member", "make_oracle"]
 
 _CENTRE = (CROP_SIZE - 1) / 2.0
 _DEFAULT_SHIFT = 8.0
@@ -104,7 +113,9 @@ def parse_tta(specs: Sequence[str] | str | None) -> list[TTAVariant]:
                 "'scale:A,B' (zoom factors)"
             ) from None
         except ValueError:
-            raise ValueError(f"bad test-time augmentation {raw!r}: shifts and scales need numbers, scales > 0") from None
+            raise ValueError(
+                f"bad test-time augmentation {raw!r}: shifts and scales need numbers, scales > 0"
+            ) from None
     return variants
 
 
@@ -127,9 +138,7 @@ def warp_images(images: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
         return images
     n, _, h, w = images.shape
     inv = np.linalg.inv(matrix)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     src = _apply(inv, torch.stack([xs, ys], dim=-1))  # (H, W, 2) source pixel for each output pixel
     # align_corners=False: pixel x <-> normalised (2x + 1) / size - 1
     grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], dim=-1)
@@ -211,7 +220,7 @@ class OracleEnsemble(LandmarkModel):
         self.last_votes: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------------------ helpers
-    def to(self, device: str | torch.device) -> "OracleEnsemble":
+    def to(self, device: str | torch.device) -> OracleEnsemble:
         self.device = torch.device(device)
         for m in self.members:
             m.to(device)
@@ -220,8 +229,6 @@ class OracleEnsemble(LandmarkModel):
     def _inverse_flip(self, k: int) -> np.ndarray:
         perm = self.flip_index
         if perm is None:
-            from wflwv.schemes import get_scheme
-
             if self.scheme is None:
                 raise ValueError(
                     "flip test-time augmentation needs the landmark scheme's flip permutation: the members do not "
@@ -324,7 +331,8 @@ class OracleEnsemble(LandmarkModel):
 MemberSpec = Any  # LandmarkModel | str | (name, weights) | (name, weights, kwargs)
 
 
-def _build_member(spec: MemberSpec) -> LandmarkModel:
+def build_member(spec: MemberSpec) -> LandmarkModel:
+    """A model from a spec: a LandmarkModel (passed through), a name, ``(name, weights)`` or ``(name, weights, kwargs)``."""
     if isinstance(spec, LandmarkModel) or hasattr(spec, "predict"):
         return spec
     if isinstance(spec, str):
@@ -355,11 +363,10 @@ def make_oracle(
     tta=["flip", "shift", "scale"])``. A ``None`` weight builds the model without ``weights=`` (randomly
     initialised for the baselines).
     """
-    ens = OracleEnsemble([_build_member(s) for s in members], tta, sigma, heatmap_size, flip_index)
+    ens = OracleEnsemble([build_member(s) for s in members], tta, sigma, heatmap_size, flip_index)
     return ens.to(device)
 
 
-@register_model("oracle-ensemble")
 def oracle_ensemble_model(
     members: str | Sequence[MemberSpec],
     tta: str | Sequence[str] = "flip",

@@ -25,9 +25,10 @@ classic "quarter-pixel towards the higher neighbour" rule, but with a continuous
 always stays within half a cell of the arg-max (values are floored at ``1e-6`` times the peak before the log;
 a map whose maximum is <= 0 reads out at its arg-max cell).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

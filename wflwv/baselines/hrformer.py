@@ -17,6 +17,7 @@ timm does not ship HRFormer, so this is a compact implementation of the idea (Yu
 Inputs whose branch sizes are not multiples of the window are padded, and padded positions are masked out of
 the attention.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wflwv.baselines.common import apply_size_preset, create_baseline_model, heatmap_head_outputs, register_arch
-from wflwv.models.registry import register_model
+from wflwv.baselines.model import apply_size_preset, create_baseline_model, heatmap_head_outputs
 
 __all__ = ["HRFormerConfig", "HRFormerNet", "hrformer_model", "WindowAttention", "HRFormerBlock"]
 
@@ -54,14 +54,50 @@ class HRFormerConfig:
     head_width: int | None = None  # channels of the head's 1x1 mixing conv (= sum of the widths in presets)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(widths=(8, 16, 32, 64), heads=(1, 1, 2, 4), modules=(1, 1, 1), blocks=1, window=8,
-                     mlp_ratio=2.0, stem_width=16, stem_blocks=1, head_width=120),
-        "small": dict(widths=(18, 36, 72, 144), heads=(1, 2, 4, 8), modules=(1, 3, 2), blocks=2, window=8,
-                      mlp_ratio=4.0, stem_width=64, stem_blocks=2, head_width=270),
-        "base": dict(widths=(32, 64, 128, 256), heads=(1, 2, 4, 8), modules=(1, 4, 2), blocks=2, window=8,
-                     mlp_ratio=4.0, stem_width=64, stem_blocks=2, head_width=480),
-        "large": dict(widths=(78, 156, 312, 624), heads=(2, 4, 8, 16), modules=(1, 4, 2), blocks=2, window=8,
-                      mlp_ratio=4.0, stem_width=64, stem_blocks=2, head_width=1170),
+        "tiny": dict(
+            widths=(8, 16, 32, 64),
+            heads=(1, 1, 2, 4),
+            modules=(1, 1, 1),
+            blocks=1,
+            window=8,
+            mlp_ratio=2.0,
+            stem_width=16,
+            stem_blocks=1,
+            head_width=120,
+        ),
+        "small": dict(
+            widths=(18, 36, 72, 144),
+            heads=(1, 2, 4, 8),
+            modules=(1, 3, 2),
+            blocks=2,
+            window=8,
+            mlp_ratio=4.0,
+            stem_width=64,
+            stem_blocks=2,
+            head_width=270,
+        ),
+        "base": dict(
+            widths=(32, 64, 128, 256),
+            heads=(1, 2, 4, 8),
+            modules=(1, 4, 2),
+            blocks=2,
+            window=8,
+            mlp_ratio=4.0,
+            stem_width=64,
+            stem_blocks=2,
+            head_width=480,
+        ),
+        "large": dict(
+            widths=(78, 156, 312, 624),
+            heads=(2, 4, 8, 16),
+            modules=(1, 4, 2),
+            blocks=2,
+            window=8,
+            mlp_ratio=4.0,
+            stem_width=64,
+            stem_blocks=2,
+            head_width=1170,
+        ),
     }
 
     def __post_init__(self) -> None:
@@ -251,8 +287,7 @@ class HRFormerNet(nn.Module):
             + [_conv_bn(c.widths[s - 1], c.widths[s], 3, stride=2) for s in (2, 3)]
         )
         self.stages = nn.ModuleList(
-            nn.ModuleList(_Module(c, n_branches) for _ in range(c.modules[n_branches - 2]))
-            for n_branches in (2, 3, 4)
+            nn.ModuleList(_Module(c, n_branches) for _ in range(c.modules[n_branches - 2])) for n_branches in (2, 3, 4)
         )
         self.head = nn.Sequential(
             nn.Conv2d(sum(c.widths), c.head_width, 1, bias=False),
@@ -276,10 +311,6 @@ class HRFormerNet(nn.Module):
         return heatmap_head_outputs(self.head(torch.cat(up, dim=1)))
 
 
-register_arch("hrformer", HRFormerConfig, HRFormerNet)
-
-
-@register_model("hrformer")
 def hrformer_model(
     weights: str | None = None,
     size: str | None = None,

@@ -10,6 +10,7 @@ never downloaded: ImageNet weights are used only when a local timm checkpoint fi
 (``pretrained_backbone=PATH`` to the ``hrnet`` model factory, or :func:`load_backbone_weights`). The ``tiny``
 preset builds timm's HRNet class from a reduced stage configuration (``backbone="custom"``), for CPU tests.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wflwv.baselines.common import apply_size_preset, create_baseline_model, heatmap_head_outputs, register_arch
-from wflwv.models.registry import register_model
+from wflwv.baselines.model import apply_size_preset, create_baseline_model, heatmap_head_outputs
 
 __all__ = ["HRNetConfig", "HRNetNet", "hrnet_model", "load_backbone_weights", "TIMM_BACKBONES"]
 
@@ -143,9 +143,6 @@ class HRNetNet(nn.Module):
         return heatmap_head_outputs(self.head(torch.cat(up, dim=1)))
 
 
-register_arch("hrnet", HRNetConfig, HRNetNet)
-
-
 def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         try:
@@ -185,14 +182,19 @@ def load_backbone_weights(net: HRNetNet, path: str | Path) -> list[str]:
     state = _read_weight_file(path)
     own = net.backbone.state_dict()
     missing = [k for k in own if k not in state]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs backbone {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs backbone {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or shapes:
         detail = "; ".join(
             part
             for part in (
-                f"missing keys: {', '.join(missing[:10])}" + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
-                if missing else "",
+                f"missing keys: {', '.join(missing[:10])}"
+                + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
+                if missing
+                else "",
                 f"shape mismatches: {', '.join(shapes[:10])}" if shapes else "",
             )
             if part
@@ -204,7 +206,6 @@ def load_backbone_weights(net: HRNetNet, path: str | Path) -> list[str]:
     return sorted(k for k in state if k not in own)
 
 
-@register_model("hrnet")
 def hrnet_model(
     weights: str | None = None,
     size: str | None = None,

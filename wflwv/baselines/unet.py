@@ -8,6 +8,7 @@ Layout for a 256 x 256 crop (``w`` = :attr:`UNetConfig.width`, ``d`` = :attr:`UN
     decoder  for l = d-1 .. 0: bilinear x2 up-sampling, concat with the encoder's level-l output, two convs
     head     1x1 conv -> K heatmaps at 64 x 64 (raw regression output)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wflwv.baselines.common import apply_size_preset, create_baseline_model, heatmap_head_outputs, register_arch
-from wflwv.models.registry import register_model
+from wflwv.baselines.model import apply_size_preset, create_baseline_model, heatmap_head_outputs
 
 __all__ = ["UNetConfig", "UNetNet", "unet_model"]
 
@@ -107,10 +107,6 @@ class UNetNet(nn.Module):
         return heatmap_head_outputs(self.head(x))
 
 
-register_arch("unet", UNetConfig, UNetNet)
-
-
-@register_model("unet")
 def unet_model(
     weights: str | None = None,
     size: str | None = None,

@@ -11,24 +11,29 @@ A clip that fails (unreadable video, annotations of the wrong length, NaN predic
 reason and the run goes on. Re-running into the same folder skips finished clips; clips that failed are tried
 again.
 """
+
 from __future__ import annotations
 
+import shutil
 import time
 import traceback
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from wflwv.benchmark import metrics as M
-from wflwv.benchmark.results import UNFILTERED, RunDir, provenance
-from wflwv.dataset.crop import apply_affine
-from wflwv.dataset.layout import Clip, ClipCrops, DatasetError, WFLWVDataset, decode_crops
+from wflwv.benchmark.results import UNFILTERED, RunDir
+from wflwv.filters import FilterSetting, apply_filter
+from wflwv.io import provenance
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, resolve_device
+from wflwv.protocol.crop import apply_affine
+from wflwv.protocol.layout import Clip, ClipCrops, DatasetError, WFLWVDataset, decode_crops
 from wflwv.schemes import LandmarkScheme, convert_landmarks, get_scheme
 
 __all__ = ["BenchError", "resolve_device", "score_clip", "run_benchmark", "evaluate_set", "summarise", "rescore"]
@@ -42,11 +47,11 @@ class BenchError(RuntimeError):
     """A problem with the whole run (not one clip): bad device, incompatible output folder, scheme mismatch."""
 
 
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # scoring
-def score_clip(pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, norm: str = "inter-ocular") -> tuple[dict[str, float], np.ndarray]:
+def score_clip(
+    pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, norm: str = "inter-ocular"
+) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of one clip.
 
     Args:
@@ -62,7 +67,9 @@ def score_clip(pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, norm: s
     return out, nme_frames
 
 
-def summarise(rows: Sequence[dict[str, Any]], nme_frames: dict[str, np.ndarray], per_landmark: dict[str, np.ndarray]) -> dict[str, Any]:
+def summarise(
+    rows: Sequence[dict[str, Any]], nme_frames: dict[str, np.ndarray], per_landmark: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """Per-split aggregates of one result set: every video weighs the same.
 
     ``nme``/``nmf``/``nmf_<region>``: mean of the per-video values; ``fr_X``/``auc_X``: over the per-frame NMEs of
@@ -129,8 +136,6 @@ def evaluate_set(
                     entry["pred"], entry["gt"] = run.load_predictions(vid)["landmarks"], dataset.load(vid).landmarks
                 pred, gt = entry["pred"], entry["gt"]
                 if setting is not None:
-                    from wflwv.filters import apply_filter
-
                     pred = apply_filter(setting, pred, fps=rec["fps"])
                 metrics, nme_frames = score_clip(pred, gt, scheme, norm)
                 row.update(metrics)
@@ -213,7 +218,9 @@ def _run_batch(
     return active
 
 
-def _finish_clip(run: RunDir, a: _Active, model_scheme: LandmarkScheme, data_scheme: LandmarkScheme, norm: str) -> dict[str, Any]:
+def _finish_clip(
+    run: RunDir, a: _Active, model_scheme: LandmarkScheme, data_scheme: LandmarkScheme, norm: str
+) -> dict[str, Any]:
     clip = a.loaded.clip
     rec: dict[str, Any] = {
         "video_id": clip.video_id,
@@ -299,7 +306,11 @@ def run_benchmark(
     identity = {
         "results_version": RESULTS_VERSION,
         "model": _model_identity(model, model_spec),
-        "dataset": {"root": str(dataset.root.resolve()), "scheme": data_scheme.name, "fingerprint": dataset.fingerprint()},
+        "dataset": {
+            "root": str(dataset.root.resolve()),
+            "scheme": data_scheme.name,
+            "fingerprint": dataset.fingerprint(),
+        },
         "norm": norm,
     }
     previous = run.read_run()
@@ -309,8 +320,6 @@ def run_benchmark(
                 f"{run.path} holds results of a different configuration (model, its arguments, dataset or normaliser "
                 "differ); choose another --out, or pass --overwrite to discard them"
             )
-        import shutil
-
         for sub in ("clips", "predictions"):
             shutil.rmtree(run.path / sub, ignore_errors=True)
         previous = None
@@ -329,7 +338,13 @@ def run_benchmark(
 
     todo = [v for v in video_ids if not run.finished(v)]
     skipped = len(video_ids) - len(todo)
-    bar = tqdm(total=len(video_ids), initial=skipped, unit="clip", desc=f"bench {identity['model']['name']}", disable=not progress)
+    bar = tqdm(
+        total=len(video_ids),
+        initial=skipped,
+        unit="clip",
+        desc=f"bench {identity['model']['name']}",
+        disable=not progress,
+    )
     t0, frames_done = time.time(), 0
     groups = [todo[i : i + batch_videos] for i in range(0, len(todo), batch_videos)]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -373,12 +388,12 @@ def run_benchmark(
 
 
 def _setting_from_dict(d: dict[str, Any]):
-    from wflwv.filters import FilterSetting
-
     return FilterSetting(d["name"], d["params"])
 
 
-def rescore(run: RunDir, dataset: WFLWVDataset, video_ids: Sequence[str], settings: Sequence[Any], norm: str) -> dict[str, Any]:
+def rescore(
+    run: RunDir, dataset: WFLWVDataset, video_ids: Sequence[str], settings: Sequence[Any], norm: str
+) -> dict[str, Any]:
     """Score every result set (unfiltered and each filter setting) and write the tables and summary."""
     all_rows, sets, cache = [], {}, {}
     for s in settings:

@@ -13,6 +13,7 @@ Bad input raises :class:`ValueError` with the offending frame indices in the mes
 predictions raise the subclass :class:`NonFinitePredictionError`, so a benchmark harness can record a
 broken clip and carry on with the rest.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -223,9 +224,7 @@ def normaliser(gt, scheme: str | LandmarkScheme = "wflw98", kind: str = "inter-o
 # NME
 
 
-def nme_per_frame(
-    pred, gt, scheme: str | LandmarkScheme = "wflw98", norm: str = "inter-ocular"
-) -> np.ndarray:
+def nme_per_frame(pred, gt, scheme: str | LandmarkScheme = "wflw98", norm: str = "inter-ocular") -> np.ndarray:
     """Normalised mean error of every frame (Eq. 10a of the paper), as a fraction.
 
     ``NME_n = mean_l ||gt[n, l] - pred[n, l]|| / d0_n`` with ``d0_n`` from :func:`normaliser`.

@@ -15,63 +15,21 @@
 Units: ``nme`` in percent of the normaliser (inter-ocular by default), ``nmf`` as the released evaluation code
 computes it (see README, "Metrics"), FR and AUC as fractions.
 """
+
 from __future__ import annotations
 
-import datetime as _dt
-import platform
-import subprocess
-import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from wflwv.io import read_json, save_npz, write_json
+from wflwv.io import atomic_path, read_json, save_npz, write_json
 
-__all__ = [
-    "UNFILTERED",
-    "provenance",
-    "RunDir",
-]
+__all__ = ["UNFILTERED", "RunDir"]
 
 #: label of the result set without any filter
 UNFILTERED = "none"
-
-_PACKAGES = ("wflwv", "torch", "timm", "numpy", "scipy", "pandas", "opencv-python-headless", "yt-dlp")
-
-
-def _git_state() -> dict[str, Any]:
-    here = Path(__file__).resolve().parents[2]
-    if not (here / ".git").exists():
-        return {"commit": None, "dirty": None}
-    try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        return {"commit": commit or None, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def provenance() -> dict[str, Any]:
-    """Where a result comes from: code version, package versions, interpreter, platform, command, time."""
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "git": _git_state(),
-        "packages": versions,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "command": sys.argv,
-        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 class RunDir:
@@ -127,10 +85,10 @@ class RunDir:
     # ---- tables ------------------------------------------------------------------------------------------------
     def write_tables(self, rows: list[dict[str, Any]], summary: dict[str, Any]) -> pd.DataFrame:
         """Write per_video.csv / .parquet and summary.json; returns the table."""
-        from wflwv.io import atomic_path
-
         df = pd.DataFrame(rows)
-        front = [c for c in ("filter", "video_id", "split", "frames", "fps", "status", "error", "nme", "nmf") if c in df]
+        front = [
+            c for c in ("filter", "video_id", "split", "frames", "fps", "status", "error", "nme", "nmf") if c in df
+        ]
         df = df[front + [c for c in df.columns if c not in front]]
         with atomic_path(self.path / "per_video.csv") as tmp:
             df.to_csv(tmp, index=False)
@@ -146,7 +104,9 @@ class RunDir:
         p = self.path / "per_video.csv"
         if p.is_file():
             return pd.read_csv(p, keep_default_na=False, na_values=[""])
-        raise FileNotFoundError(f"{self.path}: no per_video.parquet or per_video.csv (is this a `wflwv bench` output folder?)")
+        raise FileNotFoundError(
+            f"{self.path}: no per_video.parquet or per_video.csv (is this a `wflwv bench` output folder?)"
+        )
 
     def summary(self) -> dict[str, Any]:
         p = self.path / "summary.json"

@@ -4,9 +4,10 @@ Filters (see :data:`FILTERS`): ``ema``, ``sg`` (centred Savitzky-Golay, offline)
 ``one-euro``. Whole clips: :func:`apply_filter`; streaming: ``make_filter(...).online(fps)``; command-line
 syntax: :func:`parse_filter_option`; a live model with a causal filter: :class:`FilteredModel`.
 """
+
 from wflwv.filters.base import FilterError, OnlineFilter
 from wflwv.filters.ema import EMAFilter, ema
-from wflwv.filters.model import FilteredModel, crop_to_frame_points, frame_to_crop_points
+from wflwv.filters.model import FilteredModel
 from wflwv.filters.one_euro import OneEuroFilter, one_euro
 from wflwv.filters.parse import FILTER_SYNTAX, parse_filter_option, parse_filter_options
 from wflwv.filters.registry import (
@@ -33,9 +34,7 @@ __all__ = [
     "ParamSpec",
     "SGCausalFilter",
     "apply_filter",
-    "crop_to_frame_points",
     "ema",
-    "frame_to_crop_points",
     "get_filter_spec",
     "make_filter",
     "one_euro",

@@ -3,6 +3,7 @@
 Every filter works on a trajectory ``x: (T, K, 2)`` (T frames, K landmarks, x/y in frame pixels). The maths is
 elementwise across the trailing axes, so any trailing shape ``(T, ...)`` works (a 1-D signal ``(T,)`` too).
 """
+
 from __future__ import annotations
 
 import abc
@@ -106,8 +107,7 @@ class OnlineFilter(abc.ABC):
             t = 0.0 if t is None else t
         elif arr.shape != self._shape:
             raise FilterError(
-                f"frame shape changed within a clip: {arr.shape} after {self._shape}; call reset() to start a "
-                "new clip"
+                f"frame shape changed within a clip: {arr.shape} after {self._shape}; call reset() to start a new clip"
             )
         elif t is None:
             dt = 1.0 / self.fps
@@ -130,7 +130,7 @@ class OnlineFilter(abc.ABC):
         self.num_steps = 0
         self._reset()
 
-    def copy(self) -> "OnlineFilter":
+    def copy(self) -> OnlineFilter:
         """An independent copy (stepping it leaves this one untouched)."""
         return copy.deepcopy(self)
 

@@ -5,6 +5,7 @@ the time constant in frames is about ``1 / alpha - 1``, so the same ``alpha`` sm
 higher frame rate. Causal; DC gain 1; the lag on a ramp of slope ``v`` (per frame) settles at
 ``v * (1 - alpha) / alpha`` frames.
 """
+
 from __future__ import annotations
 
 import numpy as np

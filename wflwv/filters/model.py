@@ -6,9 +6,11 @@ inverse affine. The per-clip state handed to the harness is ``(inner_state, filt
 first frame) starts a fresh filter. Filter states are copied before each step, so a state object, once
 returned, is never modified (re-running from a saved state gives the same numbers).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,31 +19,9 @@ from wflwv.filters.base import FilterError
 from wflwv.filters.parse import parse_filter_option
 from wflwv.filters.registry import FilterSetting
 from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput
+from wflwv.protocol.crop import apply_affine, invert_affine
 
-__all__ = ["FilteredModel", "crop_to_frame_points", "frame_to_crop_points"]
-
-
-def _affine(matrix) -> np.ndarray:
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.shape != (2, 3):
-        raise FilterError(f"crop_to_frame must be a (2, 3) affine matrix; got shape {m.shape}")
-    return m
-
-
-def crop_to_frame_points(points: np.ndarray, crop_to_frame) -> np.ndarray:
-    """Map ``points (K, 2)`` from crop pixels to frame pixels with a (2, 3) affine matrix."""
-    m = _affine(crop_to_frame)
-    return points @ m[:, :2].T + m[:, 2]
-
-
-def frame_to_crop_points(points: np.ndarray, crop_to_frame) -> np.ndarray:
-    """Map ``points (K, 2)`` from frame pixels back to crop pixels (inverse of :func:`crop_to_frame_points`)."""
-    m = _affine(crop_to_frame)
-    try:
-        inv = np.linalg.inv(m[:, :2])
-    except np.linalg.LinAlgError as exc:
-        raise FilterError(f"crop_to_frame is not invertible: {m.tolist()}") from exc
-    return (points - m[:, 2]) @ inv.T
+__all__ = ["FilteredModel"]
 
 
 class FilteredModel(LandmarkModel):
@@ -82,7 +62,7 @@ class FilteredModel(LandmarkModel):
         self.name = f"{model.name or type(model).__name__}+{setting.label}"
         self.device = getattr(model, "device", torch.device("cpu"))
 
-    def to(self, device: str | torch.device) -> "FilteredModel":
+    def to(self, device: str | torch.device) -> FilteredModel:
         self.model.to(device)
         self.device = torch.device(device)
         return self
@@ -123,8 +103,10 @@ class FilteredModel(LandmarkModel):
         result = np.empty_like(crop_lm)
         new_states = []
         for i, (info, filt) in enumerate(zip(frames, filters)):
-            frame_lm = crop_to_frame_points(crop_lm[i], info.crop_to_frame)
-            smoothed = filt.step(frame_lm, t=info.frame_index / filt.fps)
-            result[i] = frame_to_crop_points(smoothed, info.crop_to_frame)
+            c2f = np.asarray(info.crop_to_frame, dtype=np.float64)
+            if c2f.shape != (2, 3):
+                raise FilterError(f"crop_to_frame must be a (2, 3) affine matrix; got shape {c2f.shape}")
+            smoothed = filt.step(apply_affine(crop_lm[i], c2f), t=info.frame_index / filt.fps)
+            result[i] = apply_affine(smoothed, invert_affine(c2f))
             new_states.append((out.states[i], filt))
         return ModelOutput(landmarks=result, states=new_states, stats=dict(out.stats), heatmaps=None)

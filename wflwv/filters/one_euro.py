@@ -21,6 +21,7 @@ Units with landmarks in frame pixels: ``min_cutoff`` and
 ``d_cutoff`` in Hz, ``beta`` in 1/pixel (Hz of extra cutoff per pixel/second of speed). Everything is
 elementwise, so each landmark coordinate has its own speed-dependent cutoff.
 """
+
 from __future__ import annotations
 
 import math

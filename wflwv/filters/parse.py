@@ -12,13 +12,15 @@ Values are read as int (``5``) or float (``0.2``, ``1e-3``) and then checked aga
 spec. Labels (``ema(alpha=0.2)``) are accepted too, so a setting's label parses back to the same setting.
 ``none`` is rejected: the unfiltered predictions are always evaluated, so there is nothing to ask for.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
+from wflwv.config import parse_scalar, split_assignment
 from wflwv.filters.base import FilterError
 from wflwv.filters.registry import FILTERS, FilterSetting, get_filter_spec
 
@@ -29,7 +31,6 @@ FILTER_SYNTAX = (
     "'ema:alpha=0.2|0.4|0.6|0.8'"
 )
 
-_INT = re.compile(r"^[+-]?\d+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _LABEL = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\((.*)\)$")
 
@@ -41,12 +42,11 @@ def _bad(text: str, why: str) -> FilterError:
 
 
 def _number(raw: str, text: str, key: str) -> int | float:
-    if _INT.match(raw):
-        return int(raw)
-    try:
+    value = parse_scalar(raw)
+    if isinstance(value, str) and raw.strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity"):
         value = float(raw)
-    except ValueError:
-        raise _bad(text, f"value {raw!r} of {key!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(text, f"value {raw!r} of {key!r} is not a number")
     if not math.isfinite(value):
         raise _bad(text, f"value {raw!r} of {key!r} must be a finite number")
     return value
@@ -84,10 +84,10 @@ def parse_filter_option(text: str) -> list[FilterSetting]:
             item = item.strip()
             if not item:
                 raise _bad(text, "empty parameter (two commas in a row or a trailing comma?)")
-            key, eq, values = item.partition("=")
-            key, values = key.strip(), values.strip()
-            if not eq:
-                raise _bad(text, f"{item!r} is not PARAM=VALUE")
+            try:
+                key, values = split_assignment(item, "filter parameter")
+            except ValueError:
+                raise _bad(text, f"{item!r} is not PARAM=VALUE") from None
             if not _KEY.match(key):
                 raise _bad(text, f"{key!r} is not a parameter name")
             norm = key.replace("-", "_")

@@ -4,13 +4,15 @@
 parameters (defaults filled in); it labels results (``.label``, ``.slug``) and applies the filter
 (``.apply`` on a whole clip, ``.online`` for a streaming object).
 """
+
 from __future__ import annotations
 
 import difflib
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -130,8 +132,7 @@ class FilterSpec:
                 hint = difflib.get_close_matches(norm, self.param_names, n=1)
                 did = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise FilterError(
-                    f"filter {self.name!r} has no parameter {key!r}{did}; accepted: "
-                    f"{', '.join(self.param_names)}"
+                    f"filter {self.name!r} has no parameter {key!r}{did}; accepted: {', '.join(self.param_names)}"
                 )
             if norm in given:
                 raise FilterError(f"filter {self.name!r}: parameter {norm!r} given twice")
@@ -168,8 +169,16 @@ FILTERS: dict[str, FilterSpec] = {
         name="ema",
         description="exponential moving average y_t = alpha x_t + (1 - alpha) y_{t-1} (causal, per frame)",
         params=(
-            ParamSpec("alpha", float, 0.5, "", 0.0, 1.0, low_open=True,
-                      help="weight of the new frame; smaller = smoother but more lag (1 = no filtering)"),
+            ParamSpec(
+                "alpha",
+                float,
+                0.5,
+                "",
+                0.0,
+                1.0,
+                low_open=True,
+                help="weight of the new frame; smaller = smoother but more lag (1 = no filtering)",
+            ),
         ),
         causal=True,
         offline=ema,
@@ -206,12 +215,28 @@ FILTERS: dict[str, FilterSpec] = {
         name="one-euro",
         description="One Euro filter: low-pass whose cutoff rises with speed (causal, cutoffs in Hz)",
         params=(
-            ParamSpec("min_cutoff", float, 1.0, "Hz", 0.0, None, low_open=True,
-                      help="cutoff when still; lower = less jitter, more lag at low speed"),
-            ParamSpec("beta", float, 0.1, "1/pixel", 0.0, None,
-                      help="extra cutoff (Hz) per pixel/s of speed; higher = less lag in fast motion"),
-            ParamSpec("d_cutoff", float, 1.0, "Hz", 0.0, None, low_open=True,
-                      help="cutoff of the speed estimate's low-pass"),
+            ParamSpec(
+                "min_cutoff",
+                float,
+                1.0,
+                "Hz",
+                0.0,
+                None,
+                low_open=True,
+                help="cutoff when still; lower = less jitter, more lag at low speed",
+            ),
+            ParamSpec(
+                "beta",
+                float,
+                0.1,
+                "1/pixel",
+                0.0,
+                None,
+                help="extra cutoff (Hz) per pixel/s of speed; higher = less lag in fast motion",
+            ),
+            ParamSpec(
+                "d_cutoff", float, 1.0, "Hz", 0.0, None, low_open=True, help="cutoff of the speed estimate's low-pass"
+            ),
         ),
         causal=True,
         offline=one_euro,

@@ -18,6 +18,7 @@ frame rate. A polynomial of degree <= ``order`` passes through unchanged.
     first ``order + 1`` frames of a clip come back unchanged; smoothing starts with frame ``order + 1``. Evaluating a fit at the end of its window amplifies noise more than at the
     centre, increasingly so with the order: order 1 or 2 with window 7 to 15 are sensible.
 """
+
 from __future__ import annotations
 
 from collections import deque

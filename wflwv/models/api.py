@@ -1,7 +1,7 @@
 """The model plug-in API: what the benchmark harness hands a model and what it expects back.
 
 A model sees a batch of face crops, one per clip being processed, all at the same frame index t of their
-clips. Crops follow the WFLW-V evaluation protocol (:mod:`wflwv.dataset.crop`):
+clips. Crops follow the WFLW-V evaluation protocol (:mod:`wflwv.protocol.crop`):
 
 * ``images``: ``torch.float32`` tensor of shape ``(N, 3, 256, 256)``, **RGB**, values in ``[0, 1]``, already on
   the model's device. Models apply their own normalisation (e.g. ImageNet mean / std).
@@ -17,15 +17,19 @@ coordinates, so the crop spans ``[-0.5, 255.5]``), the N new states, and optiona
 Results must not depend on which other clips share the batch: the harness may batch frame t of several clips
 (``--batch-videos``) and expects exactly the numbers of one clip at a time.
 """
+
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+
+from wflwv.protocol.crop import CROP_SIZE
 
 __all__ = [
     "CROP_SIZE",
@@ -38,8 +42,6 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Side of the square face crop every model receives, in pixels.
-CROP_SIZE = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -140,12 +142,10 @@ class LandmarkModel(abc.ABC):
     device: torch.device = torch.device("cpu")
 
     @abc.abstractmethod
-    def predict(
-        self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]
-    ) -> ModelOutput:
+    def predict(self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]) -> ModelOutput:
         """Predict landmarks for a batch of crops (see the module docstring for shapes and units)."""
 
-    def to(self, device: str | torch.device) -> "LandmarkModel":
+    def to(self, device: str | torch.device) -> LandmarkModel:
         """Move the model to ``device`` and return it (eval mode for torch networks)."""
         self.device = torch.device(device)
         if self.net is not None:
@@ -155,4 +155,3 @@ class LandmarkModel(abc.ABC):
     def config(self) -> dict[str, Any]:
         """The resolved configuration, recorded in results for provenance (JSON-serialisable)."""
         return {}
-

@@ -1,4 +1,5 @@
-"""Checkpoint files: safe loading (``torch.load(weights_only=True)`` + an explicit allow-list), atomic saving.
+"""Checkpoint files: safe loading (``torch.load(weights_only=True)`` + an explicit allow-list), atomic saving,
+rebuilding a registered architecture from a checkpoint, and the weights shipped with the package.
 
 Two formats are recognised by :func:`load_checkpoint`:
 
@@ -14,27 +15,39 @@ Only ``argparse.Namespace`` is allowed beyond what ``weights_only=True`` accepts
 lists, tuples, strings, numbers, ...); anything else (custom classes, numpy arrays) is refused with an error
 that names the offending global.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from wflwv.io import atomic_path
+from wflwv.models.archs import config_from_dict, get_arch
+
 __all__ = [
     "CheckpointError",
     "SAFE_GLOBALS",
+    "NO_WEIGHTS",
     "load_checkpoint",
     "save_checkpoint",
-    "load_state_dict_strict",
-    "load_ldeq_checkpoint",
     "make_checkpoint",
+    "load_state_dict_strict",
+    "load_arch_checkpoint",
+    "load_net",
+    "resolve_default_weights",
+    "export_for_shipping",
 ]
+
+#: the ``weights`` value that asks for a randomly initialised network instead of the shipped weights
+NO_WEIGHTS = "none"
 
 #: globals allowed when unpickling a checkpoint (beyond torch's weights_only defaults)
 SAFE_GLOBALS: tuple = (argparse.Namespace,)
@@ -47,17 +60,21 @@ class CheckpointError(ValueError):
 def _strip_module_prefix(sd: Mapping[str, Any]) -> dict[str, Any]:
     keys = list(sd)
     if keys and all(k.startswith("module.") for k in keys):  # saved from DataParallel / DDP
-        return {k[len("module."):]: v for k, v in sd.items()}
+        return {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    extra_safe_globals: Iterable[Any] = ()) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", extra_safe_globals: Iterable[Any] = ()
+) -> dict[str, Any]:
     """Load a checkpoint safely and say which format it is.
 
     Args:
@@ -90,10 +107,12 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
                 f"{p}: refusing to unpickle {what}: checkpoints may only contain tensors, plain Python types and "
                 f"argparse.Namespace (allowed: {', '.join(g.__module__ + '.' + g.__qualname__ for g in allowed)}). "
                 "Re-save the checkpoint with plain types (e.g. config as a dict), or pass extra_safe_globals=[...] "
-                "if you trust the file.") from exc
+                "if you trust the file."
+            ) from exc
         raise CheckpointError(
             f"{p} is not a readable torch checkpoint ({type(exc).__name__}: {msg[:200]}); "
-            "expected a file written by torch.save") from exc
+            "expected a file written by torch.save"
+        ) from exc
     if _is_state_dict(obj):
         return {"format": "state_dict", "state_dict": _strip_module_prefix(obj)}
     if not isinstance(obj, Mapping):
@@ -102,7 +121,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if "state_dict" not in ck:
         raise CheckpointError(
             f"{p} has no 'state_dict' entry (keys: {', '.join(map(str, ck)) or 'none'}); expected "
-            "{'arch', 'config', 'state_dict', ...} (wflwv) or {'args', 'state_dict'} (released LDEQ)")
+            "{'arch', 'config', 'state_dict', ...} (wflwv) or {'args', 'state_dict'} (released LDEQ)"
+        )
     if not _is_state_dict(ck["state_dict"]):
         raise CheckpointError(f"{p}: 'state_dict' is not a mapping of parameter names to tensors")
     ck["state_dict"] = _strip_module_prefix(ck["state_dict"])
@@ -113,12 +133,14 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     else:
         raise CheckpointError(
             f"{p}: cannot tell the checkpoint format: it has a state dict but neither 'arch' (wflwv) nor an "
-            f"argparse 'args' (released LDEQ); keys: {', '.join(map(str, ck))}")
+            f"argparse 'args' (released LDEQ); keys: {', '.join(map(str, ck))}"
+        )
     return ck
 
 
-def make_checkpoint(arch: str, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], *,
-                    scheme: str, **extra: Any) -> dict[str, Any]:
+def make_checkpoint(
+    arch: str, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], *, scheme: str, **extra: Any
+) -> dict[str, Any]:
     """Assemble a toolkit checkpoint dict (tensors are detached and moved to CPU)."""
     return {
         "arch": str(arch),
@@ -140,8 +162,6 @@ def save_checkpoint(path: str | os.PathLike, obj: Mapping[str, Any], *, verify: 
     Returns:
         the path written.
     """
-    from wflwv.io import atomic_path
-
     p = Path(path)
     with atomic_path(p, suffix=".tmp") as tmp:
         with open(tmp, "wb") as fh:
@@ -151,7 +171,9 @@ def save_checkpoint(path: str | os.PathLike, obj: Mapping[str, Any], *, verify: 
     return p
 
 
-def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+) -> None:
     """``module.load_state_dict(state_dict, strict=True)`` with an error that lists what does not fit.
 
     Raises:
@@ -160,9 +182,13 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
+
         def fmt(items):
             return ", ".join(items[:20]) + (f" ... (+{len(items) - 20} more)" if len(items) > 20 else "")
 
@@ -174,45 +200,116 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {fmt(shapes)}")
         raise CheckpointError(
-            f"{source} does not fit {type(module).__name__}: " + "; ".join(parts)
-            + ". Check that the model configuration (widths, number of landmarks) matches the checkpoint.")
+            f"{source} does not fit {type(module).__name__}: "
+            + "; ".join(parts)
+            + ". Check that the model configuration (widths, number of landmarks) matches the checkpoint."
+        )
     module.load_state_dict(dict(state_dict), strict=True)
 
 
-def load_ldeq_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu"):
-    """Read an LDEQ checkpoint (released or toolkit format).
+def load_arch_checkpoint(path: str | os.PathLike, arch: str | None = None, *, map_location: str | torch.device = "cpu"):
+    """Read a checkpoint of a registered architecture (toolkit format, or a released LDEQ checkpoint).
 
+    Args:
+        arch: if given, the architecture the checkpoint must hold.
     Returns:
-        ``(config: LDEQConfig, state_dict, info)`` where ``info`` holds ``format``, ``path``, and for toolkit
-        checkpoints every entry except ``state_dict`` (e.g. ``scheme``, ``epoch``), for released ones ``args``
-        as a dict.
+        ``(arch, config, state_dict, info)``: the config dataclass rebuilt, and ``info`` with ``format``, ``path``,
+        ``scheme`` and every other entry but the state dict (for released checkpoints ``args`` as a dict).
     Raises:
-        FileNotFoundError / CheckpointError as :func:`load_checkpoint`; CheckpointError for a checkpoint of
-        another architecture or a bare state dict (which carries no configuration).
+        FileNotFoundError / CheckpointError as :func:`load_checkpoint`; CheckpointError for a checkpoint of another
+        architecture, a bare state dict (it carries no configuration) or an invalid configuration.
     """
-    from wflwv.models.ldeq import LDEQConfig
-
     ck = load_checkpoint(path, map_location=map_location)
     fmt = ck["format"]
     if fmt == "released":
+        found = "ldeq"
+        if arch not in (None, found):
+            raise CheckpointError(f"{path} is a released LDEQ checkpoint, not a {arch!r} one")
         try:
-            cfg = LDEQConfig.from_released_args(ck["args"])
+            config = get_arch(found).config_cls.from_released_args(ck["args"])
         except ValueError as exc:
             raise CheckpointError(f"{path}: cannot build an LDEQ configuration from its args: {exc}") from exc
-        info = {"format": fmt, "path": str(path), "args": dict(vars(ck["args"]))}
-    elif fmt == "toolkit":
-        if ck["arch"] != "ldeq":
-            raise CheckpointError(f"{path} is a checkpoint of architecture {ck['arch']!r}, not 'ldeq'")
-        if not isinstance(ck.get("config"), Mapping):
-            raise CheckpointError(f"{path}: toolkit checkpoint lacks a 'config' dict")
-        try:
-            cfg = LDEQConfig.from_dict(ck["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: invalid LDEQ config: {exc}") from exc
-        info = {k: v for k, v in ck.items() if k != "state_dict"}
-        info["path"] = str(path)
-    else:
+        info = {"format": fmt, "path": str(path), "args": dict(vars(ck["args"])), "scheme": None}
+        return found, config, ck["state_dict"], info
+    if fmt != "toolkit":
+        what = (
+            f"{{'arch': {arch!r}, 'config': ..., 'scheme': ..., 'state_dict': ...}}" if arch else "a toolkit checkpoint"
+        )
+        raise CheckpointError(f"{path} is a bare state dict without a configuration; wrap it as {what}")
+    found = ck["arch"]
+    if arch is not None and found != arch:
         raise CheckpointError(
-            f"{path} is a bare state dict without a configuration; wrap it as "
-            "{'arch': 'ldeq', 'config': LDEQConfig(...).to_dict(), 'scheme': ..., 'state_dict': ...}")
-    return cfg, ck["state_dict"], info
+            f"{path} holds a {found!r} network, not {arch!r}: load it with create_model({found!r}, weights=...)"
+        )
+    if not isinstance(ck.get("config"), Mapping):
+        raise CheckpointError(f"{path}: toolkit checkpoint lacks a 'config' dict")
+    try:
+        config = config_from_dict(found, dict(ck["config"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid {found} config (written by another version of wflwv?): {exc}") from exc
+    info = {k: v for k, v in ck.items() if k != "state_dict"}
+    info["path"] = str(path)
+    info.setdefault("scheme", None)
+    return found, config, ck["state_dict"], info
+
+
+def load_net(path: str | os.PathLike, arch: str | None = None, device: str | torch.device = "cpu"):
+    """Rebuild the network of a checkpoint, load its weights strictly, move it to ``device`` in eval mode.
+
+    Returns:
+        ``(net, info)`` (``info`` as :func:`load_arch_checkpoint`).
+    """
+    found, config, state_dict, info = load_arch_checkpoint(path, arch)
+    net = get_arch(found).net_cls(config)
+    load_state_dict_strict(net, state_dict, source=str(path))
+    return net.to(device).eval(), {**info, "arch": found}
+
+
+def resolve_default_weights(arch: str, weights: str | os.PathLike | None, custom_architecture: bool) -> str | None:
+    """What a model factory should load: the given path; the shipped file when none was given and the
+    architecture is the default one; or None (random initialisation) for ``weights="none"`` or a custom
+    architecture."""
+    if weights is not None:
+        return None if str(weights).lower() == NO_WEIGHTS else str(weights)
+    if custom_architecture:
+        return None
+    path = get_arch(arch).shipped_weights()
+    if path is None:
+        return None
+    _notice_shipped(arch, path)
+    return str(path)
+
+
+_NOTICED: set[str] = set()
+
+
+def _notice_shipped(arch: str, path: Path) -> None:
+    """Say once per process and architecture that the shipped demo weights are used."""
+    if arch in _NOTICED:
+        return
+    _NOTICED.add(arch)
+    print(
+        f"{arch}: no weights given, using the shipped demo weights {path.name} (iBUG-68, trained on the demo's still "
+        f"images; see {path.parent / 'MODEL_CARD.md'}). Pass weights=PATH for your own, weights=none for random.",
+        file=sys.stderr,
+    )
+
+
+def export_for_shipping(checkpoint: str | os.PathLike, arch: str, dest: str | os.PathLike | None = None) -> Path:
+    """Write the slim copy of a `wflwv train` checkpoint that the package ships (no optimizer or RNG state).
+
+    Keeps ``arch``, ``config``, ``scheme``, ``state_dict``, ``epoch``, ``step``, ``metrics`` and ``wflwv_version``.
+    """
+    ck = load_checkpoint(checkpoint)
+    if ck.get("arch") != arch:
+        raise CheckpointError(f"{checkpoint}: a checkpoint of {ck.get('arch')!r}, not {arch!r}")
+    keep = {
+        k: ck[k]
+        for k in ("arch", "config", "scheme", "state_dict", "epoch", "step", "metrics", "wflwv_version")
+        if k in ck
+    }
+    keep["state_dict"] = {k: v.detach().clone().contiguous() for k, v in keep["state_dict"].items()}
+    target = get_arch(arch).weights
+    if dest is None and target is None:
+        raise CheckpointError(f"architecture {arch!r} has no shipped weights file; pass dest=PATH")
+    return save_checkpoint(Path(dest) if dest else target, keep)

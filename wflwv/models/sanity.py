@@ -11,29 +11,29 @@
 The oracles read the landmarks from ``FrameInfo.dataset_root`` by clip ID and frame index: the harness tells a
 model where a crop comes from, never the ground truth itself.
 """
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, ModelOutput
-from wflwv.models.registry import register_model
-from wflwv.schemes import template_shape
+from wflwv.protocol.crop import apply_affine, invert_affine
+from wflwv.protocol.layout import WFLWVDataset
+from wflwv.schemes import get_scheme, scheme_for_num_points, template_shape
 
 __all__ = ["OracleModel", "MeanShapeModel", "PerturbedOracleModel"]
 
 
 def _crop_points(frame_points: np.ndarray, crop_to_frame: np.ndarray) -> np.ndarray:
-    from wflwv.dataset.crop import apply_affine, invert_affine
-
     return apply_affine(frame_points, invert_affine(crop_to_frame))
 
 
-@register_model("oracle")
 class OracleModel(LandmarkModel):
     """Looks up the dataset's own landmarks for the clip and frame shown (NME = NMF = 0)."""
 
@@ -49,8 +49,6 @@ class OracleModel(LandmarkModel):
             raise ValueError("the oracle needs the dataset folder: run it through the harness or pass data=DIR")
         key = (root, info.video_id)
         if key not in self._cache:
-            from wflwv.dataset.layout import WFLWVDataset
-
             if len(self._cache) > 64:
                 self._cache.clear()
             self._cache[key] = WFLWVDataset(root).load(info.video_id).landmarks
@@ -64,7 +62,6 @@ class OracleModel(LandmarkModel):
         return {"data": self.data}
 
 
-@register_model("mean-shape")
 class MeanShapeModel(LandmarkModel):
     """A fixed mean face shape in the crop, whatever the image (the floor any model must beat)."""
 
@@ -76,8 +73,6 @@ class MeanShapeModel(LandmarkModel):
             shape: optional ``.npy`` file with a (K, 2) mean shape in unit crop coordinates ([0, 1]); the default
                 is the toolkit's template face (:func:`wflwv.schemes.template_shape`).
         """
-        from wflwv.schemes import get_scheme, scheme_for_num_points
-
         self.shape_file = shape
         if shape is not None:
             arr = np.load(shape, allow_pickle=False)
@@ -86,7 +81,9 @@ class MeanShapeModel(LandmarkModel):
             self._shape = arr.astype(np.float64)
             self.scheme = scheme or scheme_for_num_points(len(arr)).name
             if get_scheme(self.scheme).num_points != len(arr):
-                raise ValueError(f"{shape}: {len(arr)} points, but scheme {self.scheme!r} has {get_scheme(self.scheme).num_points}")
+                raise ValueError(
+                    f"{shape}: {len(arr)} points, but scheme {self.scheme!r} has {get_scheme(self.scheme).num_points}"
+                )
         else:
             self.scheme = get_scheme(scheme or "wflw98").name
             self._shape = template_shape(self.scheme)
@@ -100,7 +97,6 @@ class MeanShapeModel(LandmarkModel):
         return {"scheme": self.scheme, "shape": self.shape_file}
 
 
-@register_model("perturbed-oracle")
 class PerturbedOracleModel(OracleModel):
     """Ground truth plus seeded i.i.d. jitter and/or slow drift (amplitudes in crop pixels)."""
 
@@ -122,7 +118,12 @@ class PerturbedOracleModel(OracleModel):
         super().__init__(data)
         if jitter < 0 or drift < 0 or drift_period <= 0:
             raise ValueError("jitter and drift must be >= 0 and drift_period > 0")
-        self.jitter, self.drift, self.drift_period, self.seed = float(jitter), float(drift), float(drift_period), int(seed)
+        self.jitter, self.drift, self.drift_period, self.seed = (
+            float(jitter),
+            float(drift),
+            float(drift_period),
+            int(seed),
+        )
 
     def predict(self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]) -> ModelOutput:
         out = super().predict(images, states, frames)
@@ -143,4 +144,10 @@ class PerturbedOracleModel(OracleModel):
         return out
 
     def config(self) -> dict[str, Any]:
-        return {"jitter": self.jitter, "drift": self.drift, "drift_period": self.drift_period, "seed": self.seed, "data": self.data}
+        return {
+            "jitter": self.jitter,
+            "drift": self.drift,
+            "drift_period": self.drift_period,
+            "seed": self.seed,
+            "data": self.data,
+        }

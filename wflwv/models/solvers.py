@@ -29,10 +29,11 @@ Every solver looks for ``z* = f(z*)`` and shares one signature::
 Solvers run in whatever autograd mode the caller sets (normally ``torch.no_grad()``); they are not meant to be
 differentiated through.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -210,18 +211,21 @@ def _budget(max_iter, n: int, device) -> torch.Tensor:
 def _caller(f: Callable, pass_index: bool, n: int):
     """Return ``call(z_rows, idx)`` evaluating f on rows ``idx`` whose current values are ``z_rows``."""
     if pass_index:
+
         def call(z_rows, idx, z_full=None):
             out = f(z_rows, idx)
             if out.shape != z_rows.shape:
                 raise ValueError(f"f returned shape {tuple(out.shape)} for input shape {tuple(z_rows.shape)}")
             return out
     else:
+
         def call(z_rows, idx, z_full):
             # z_full holds the current iterate of every row (z_rows == z_full[idx])
             out = f(z_full)
             if out.shape != z_full.shape:
                 raise ValueError(f"f returned shape {tuple(out.shape)} for input shape {tuple(z_full.shape)}")
             return out if idx.numel() == n else out[idx]
+
     return call
 
 

@@ -3,12 +3,14 @@
 Every figure is written as PNG (for the HTML page) and SVG (for papers), at a fixed size: ``FIG_DPI`` dots per
 inch times the figure size in inches, so a PNG's pixel size is known in advance.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -78,7 +80,12 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def place_labels(
-    ax: plt.Axes, labels: Sequence[Any], obstacles: np.ndarray | None = None, pad: float = 2.0, iterations: int = 400, draw: bool = True
+    ax: plt.Axes,
+    labels: Sequence[Any],
+    obstacles: np.ndarray | None = None,
+    pad: float = 2.0,
+    iterations: int = 400,
+    draw: bool = True,
 ) -> int:
     """Move annotation labels apart so no two overlap each other or a marker, keeping them inside the axes.
 
@@ -104,8 +111,17 @@ def place_labels(
     start = boxes.copy()
     frame = ax.get_window_extent(renderer)
     lim = np.array([frame.x0 + 2, frame.y0 + 2, frame.x1 - 2, frame.y1 - 2])
-    obst = np.zeros((0, 4)) if obstacles is None or len(obstacles) == 0 else np.column_stack(
-        [obstacles[:, 0] - obstacles[:, 2], obstacles[:, 1] - obstacles[:, 2], obstacles[:, 0] + obstacles[:, 2], obstacles[:, 1] + obstacles[:, 2]]
+    obst = (
+        np.zeros((0, 4))
+        if obstacles is None or len(obstacles) == 0
+        else np.column_stack(
+            [
+                obstacles[:, 0] - obstacles[:, 2],
+                obstacles[:, 1] - obstacles[:, 2],
+                obstacles[:, 0] + obstacles[:, 2],
+                obstacles[:, 1] + obstacles[:, 2],
+            ]
+        )
     )
     n = len(boxes)
     rng = np.random.default_rng(0)
@@ -215,7 +231,7 @@ def filter_sweeps(run: ReportRun) -> list[Sweep]:
         keys = list(dict.fromkeys(k for _, p in members for k in p))
         varying = [k for k in keys if len({repr(p.get(k)) for _, p in members}) > 1]
         if not varying:
-            for label, p in members:  # a single setting: no line, no number, its full label in the legend
+            for label, _ in members:  # a single setting: no line, no number, its full label in the legend
                 sweeps.append(Sweep(name, None, {}, [(label, None)], display=label))
             continue
         along = max(varying, key=lambda k: (len({repr(p.get(k)) for _, p in members}), -varying.index(k)))
@@ -224,7 +240,12 @@ def filter_sweeps(run: ReportRun) -> list[Sweep]:
         for label, p in members:
             lines.setdefault(tuple(repr(p.get(k)) for k in others), []).append((label, p))
         for line in lines.values():
-            line.sort(key=lambda lp: (lp[1].get(along) is None, lp[1].get(along) if isinstance(lp[1].get(along), (int, float)) else 0))
+            line.sort(
+                key=lambda lp: (
+                    lp[1].get(along) is None,
+                    lp[1].get(along) if isinstance(lp[1].get(along), (int, float)) else 0,
+                )
+            )
             fixed = {k: line[0][1].get(k) for k in others}
             sweeps.append(Sweep(name, along, fixed, [(label, p.get(along)) for label, p in line]))
     return sweeps
@@ -283,11 +304,25 @@ def plot_nme_nmf(runs: Sequence[ReportRun], split: str, stem: str | Path, max_la
                 continue
             ls, mk = styles(sw)
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            (line,) = ax.plot(xs, ys, linestyle=ls, marker=mk, color=r.colour, lw=1.4, ms=5.5, alpha=0.85, mfc="white", mew=1.3, zorder=2)
+            (line,) = ax.plot(
+                xs,
+                ys,
+                linestyle=ls,
+                marker=mk,
+                color=r.colour,
+                lw=1.4,
+                ms=5.5,
+                alpha=0.85,
+                mfc="white",
+                mew=1.3,
+                zorder=2,
+            )
             all_x += xs
             all_y += ys
-            idx = range(len(pts)) if len(pts) <= max_labels_per_line else sorted(
-                set(np.linspace(0, len(pts) - 1, max_labels_per_line).round().astype(int))
+            idx = (
+                range(len(pts))
+                if len(pts) <= max_labels_per_line
+                else sorted(set(np.linspace(0, len(pts) - 1, max_labels_per_line).round().astype(int)))
             )
             for i in range(len(pts)):
                 centres.append((pts[i][0], pts[i][1], 5.5))
@@ -314,7 +349,15 @@ def plot_nme_nmf(runs: Sequence[ReportRun], split: str, stem: str | Path, max_la
         videos = max(videos, int(agg.get("videos", 0)))
         size = 17 if r.marker == "*" else 11
         (pt,) = ax.plot(
-            [agg["nmf"]], [agg["nme"]], linestyle="none", marker=r.marker, ms=size, color=r.colour, mec="black", mew=0.8, zorder=4
+            [agg["nmf"]],
+            [agg["nme"]],
+            linestyle="none",
+            marker=r.marker,
+            ms=size,
+            color=r.colour,
+            mec="black",
+            mew=0.8,
+            zorder=4,
         )
         handles.append(pt)
         labels.append(r.label)
@@ -324,7 +367,9 @@ def plot_nme_nmf(runs: Sequence[ReportRun], split: str, stem: str | Path, max_la
     norm = runs[0].norm if runs else "inter-ocular"
     ax.set_xlabel(NMF_AXIS)
     ax.set_ylabel(f"NME: % of {norm_text(norm)} (lower is better)")
-    ax.set_title(f"Accuracy vs flicker, {split} split" + (f" ({videos} videos)" if videos else "") + ": lower left is better")
+    ax.set_title(
+        f"Accuracy vs flicker, {split} split" + (f" ({videos} videos)" if videos else "") + ": lower left is better"
+    )
     ax.grid(True, color="#dddddd", lw=0.6)
     ax.set_axisbelow(True)
     if not all_x:
@@ -364,7 +409,9 @@ def _legend(fig: plt.Figure, run_handles: list[Any], run_labels: list[str], styl
         handles.append(blank)
         labels.append("Filters (same colour = same run)")
         for title, (ls, mk) in styles.styles.items():
-            handles.append(Line2D([], [], linestyle=ls, marker=mk, color=_LEGEND_GREY, lw=1.4, ms=5.5, mfc="white", mew=1.3))
+            handles.append(
+                Line2D([], [], linestyle=ls, marker=mk, color=_LEGEND_GREY, lw=1.4, ms=5.5, mfc="white", mew=1.3)
+            )
             labels.append(title)
         if any("[" in t for t in styles.styles):
             handles.append(blank)
@@ -441,9 +488,27 @@ def plot_flicker_maps(
             ax.set_title(f"{r.label}\n(no per-landmark NMF on {split})", fontsize=9)
         else:
             order = np.argsort(v)  # draw the worst landmarks last, on top
-            sc = ax.scatter(shape[order, 0], shape[order, 1], c=v[order], cmap=cmap, norm=cnorm, s=34, edgecolors="#333333", linewidths=0.4, zorder=3)
+            sc = ax.scatter(
+                shape[order, 0],
+                shape[order, 1],
+                c=v[order],
+                cmap=cmap,
+                norm=cnorm,
+                s=34,
+                edgecolors="#333333",
+                linewidths=0.4,
+                zorder=3,
+            )
             worst = int(np.nanargmax(v))
-            ax.scatter([shape[worst, 0]], [shape[worst, 1]], s=150, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
+            ax.scatter(
+                [shape[worst, 0]],
+                [shape[worst, 1]],
+                s=150,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                zorder=4,
+            )
             agg = r.split_stats(UNFILTERED, split) or {}
             ax.set_title(
                 f"{r.label}\nNMF {float(agg.get('nmf', np.nan)):.4g}; most flicker (ringed): {landmark_name(worst, sch.name)}",
@@ -490,7 +555,9 @@ def plot_trajectories(
     """
     t_len = gt.shape[0]
     t = np.arange(t_len) / fps if fps and fps > 0 else np.arange(t_len)
-    fig, axes = plt.subplots(len(landmarks), 2, figsize=trajectory_size(len(landmarks)), layout="constrained", squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(landmarks), 2, figsize=trajectory_size(len(landmarks)), layout="constrained", squeeze=False, sharex=True
+    )
     handles = []
     for row, lm in enumerate(landmarks):
         for col, coord in enumerate("xy"):
@@ -508,14 +575,24 @@ def plot_trajectories(
                     h.set_label(text)
                     handles.append(h)
             ax.set_ylabel(f"{coord} (pixels)")
-            ax.set_title(f"landmark {landmark_name(lm, scheme)}: {coord}" + (", image y grows downwards" if coord == "y" else ""), fontsize=9)
+            ax.set_title(
+                f"landmark {landmark_name(lm, scheme)}: {coord}"
+                + (", image y grows downwards" if coord == "y" else ""),
+                fontsize=9,
+            )
             ax.grid(True, color="#e5e5e5", lw=0.6)
             if coord == "y":
                 ax.invert_yaxis()  # up in the plot is up in the image
     for ax in axes[-1]:
         ax.set_xlabel("time (s)" if fps and fps > 0 else "frame")
     fig.legend(
-        handles, [h.get_label() for h in handles], loc="outside upper center", ncol=min(len(handles), 4), fontsize=9, frameon=False,
-        title=f"Landmark trajectories in clip {video_id}", title_fontsize=10.5,
+        handles,
+        [h.get_label() for h in handles],
+        loc="outside upper center",
+        ncol=min(len(handles), 4),
+        fontsize=9,
+        frameon=False,
+        title=f"Landmark trajectories in clip {video_id}",
+        title_fontsize=10.5,
     )
     return save_figure(fig, stem)

@@ -2,14 +2,16 @@
 
 Only the MP4 and SVG files are linked (relative links, so the report folder can be moved or zipped as a whole).
 """
+
 from __future__ import annotations
 
 import base64
 import datetime as _dt
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -95,7 +97,9 @@ def _figure(fig: Figure, base: Path) -> str:
     )
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[tuple[str, bool]]], numeric_from: int, base_rows: Sequence[bool] = ()) -> str:
+def _html_table(
+    header: Sequence[str], rows: Sequence[Sequence[tuple[str, bool]]], numeric_from: int, base_rows: Sequence[bool] = ()
+) -> str:
     out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for i, cells in enumerate(rows):
         cls = ' class="base"' if i < len(base_rows) and base_rows[i] else ""
@@ -124,7 +128,13 @@ def _runs_table(runs: Sequence[ReportRun], base: Path) -> str:
             f"<td><code>{_e(ds.get('root', '?'))}</code> ({_e(ds.get('scheme', '?'))}, {_e(str(ds.get('fingerprint', ''))[:10])})</td>"
             f"<td>{_e(commit or '–')}</td></tr>"
         )
-    return "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    return (
+        "<table><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in header)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def render_html(content: PageContent, base: Path) -> str:
@@ -136,12 +146,12 @@ def render_html(content: PageContent, base: Path) -> str:
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>wflwv report: {_e(', '.join(r.label for r in runs))}</title><style>{_CSS}</style></head><body>",
         "<h1>Landmark accuracy and flicker report</h1>",
-        f'<p class=sub>{len(runs)} run{"s" * (len(runs) != 1)}, generated {now} by <code>wflwv report</code>. '
+        f"<p class=sub>{len(runs)} run{'s' * (len(runs) != 1)}, generated {now} by <code>wflwv report</code>. "
         f"NME: mean landmark error in % of the {_e(norm_text(norm))}; NMF: frame-to-frame change of the error "
         "(flicker) on the released evaluation code's scale. Lower is better for both.</p>",
     ]
     for w in content.warnings:
-        parts.append(f'<div class=warn><b>Warning:</b> {_e(w)}</div>')
+        parts.append(f"<div class=warn><b>Warning:</b> {_e(w)}</div>")
     parts.append("<h2>Runs</h2>" + _runs_table(runs, base))
     if content.scatter:
         parts.append("<h2>Accuracy vs flicker</h2>")
@@ -152,8 +162,10 @@ def render_html(content: PageContent, base: Path) -> str:
         parts += [_figure(f, base) for f in content.scatter]
     parts.append("<h2>Results</h2>")
     if content.baseline is not None:
-        parts.append(f"<p>ΔNME / ΔNMF: relative change against <b>{_e(content.baseline.name)}</b> on the same split "
-                     "(negative = better). Best value per column in bold.</p>")
+        parts.append(
+            f"<p>ΔNME / ΔNMF: relative change against <b>{_e(content.baseline.name)}</b> on the same split "
+            "(negative = better). Best value per column in bold.</p>"
+        )
     df = content.results
     for split in [s for s in ("hard", "easy", "all") if not df.empty and s in set(df["split"])]:
         part = df[df["split"] == split].reset_index(drop=True)
@@ -165,28 +177,38 @@ def render_html(content: PageContent, base: Path) -> str:
         parts.append(f"<h3>Split: {_e(split)} ({int(part['videos'].max())} videos)</h3>")
         parts.append(_html_table(header, rows, numeric_from=2, base_rows=base_rows))
     if content.table_files:
-        parts.append('<p class=files>Tables as files: ' + " ".join(f'<a href="{_e(_rel(p, base))}">{_e(p.name)}</a>' for p in content.table_files) + "</p>")
+        parts.append(
+            "<p class=files>Tables as files: "
+            + " ".join(f'<a href="{_e(_rel(p, base))}">{_e(p.name)}</a>' for p in content.table_files)
+            + "</p>"
+        )
     if content.flicker:
-        parts.append("<h2>Where the flicker is</h2><p>Each landmark drawn at its mean position, coloured by its NMF "
-                     "(same colour scale in every panel); the ringed landmark flickers most.</p>")
+        parts.append(
+            "<h2>Where the flicker is</h2><p>Each landmark drawn at its mean position, coloured by its NMF "
+            "(same colour scale in every panel); the ringed landmark flickers most.</p>"
+        )
         parts += [_figure(f, base) for f in content.flicker]
     if content.trajectories:
-        parts.append("<h2>Trajectories</h2><p>x and y of single landmarks over time, ground truth (black) against "
-                     "each run: flicker shows as fast wiggles around the black line, lag as a delayed copy of it.</p>")
+        parts.append(
+            "<h2>Trajectories</h2><p>x and y of single landmarks over time, ground truth (black) against "
+            "each run: flicker shows as fast wiggles around the black line, lag as a delayed copy of it.</p>"
+        )
         parts += [_figure(f, base) for f in content.trajectories]
     if content.overlays:
         parts.append("<h2>Overlay video</h2>")
         for ov in content.overlays:
             parts.append(
                 f'<figure><h3>Clip {_e(ov.video_id)}</h3><img src="{data_uri(ov.gif)}" alt="overlay of clip {_e(ov.video_id)}">'
-                f'<figcaption>{_e(ov.caption)} Preview (GIF, reduced frame rate and size); full video: '
+                f"<figcaption>{_e(ov.caption)} Preview (GIF, reduced frame rate and size); full video: "
                 f'<a href="{_e(_rel(ov.mp4, base))}">{_e(ov.mp4.name)}</a></figcaption></figure>'
             )
     if not content.clips.empty:
         header, rows = clip_cells(content.clips, [r.label for r in runs], limit=30)
         total = content.clips["video_id"].nunique()
-        parts.append("<h2>Per clip (no filter)</h2><p>NME / NMF of each clip in each run, clips where the runs differ "
-                     f"most first{f' (30 of {total}; all in per_clip.csv)' if total > 30 else ''}.</p>")
+        parts.append(
+            "<h2>Per clip (no filter)</h2><p>NME / NMF of each clip in each run, clips where the runs differ "
+            f"most first{f' (30 of {total}; all in per_clip.csv)' if total > 30 else ''}.</p>"
+        )
         parts.append(_html_table(header, [[(c, False) for c in row] for row in rows], numeric_from=2))
     for n in content.notes:
         parts.append(f"<p class=sub>{_e(n)}</p>")

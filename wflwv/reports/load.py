@@ -3,11 +3,13 @@
 A report only reads what ``wflwv bench`` wrote (:class:`wflwv.benchmark.results.RunDir`); it never imports or runs
 a model. Everything a figure, table or video needs about one run is gathered in a :class:`ReportRun`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,7 +145,9 @@ class ReportRun:
                 f"--video, or re-run `wflwv bench` into {self.path} to complete it"
             ) from None
         except KeyError:
-            raise ReportError(f"{self.rundir.prediction_path(video_id)}: no 'landmarks' array in the predictions file") from None
+            raise ReportError(
+                f"{self.rundir.prediction_path(video_id)}: no 'landmarks' array in the predictions file"
+            ) from None
 
 
 def display_name(model: Mapping[str, Any]) -> str:
@@ -212,9 +216,13 @@ def load_run(path: str | Path) -> ReportRun:
     try:
         per_video = rd.per_video()
     except FileNotFoundError:
-        raise ReportError(f"{path}: no per_video.csv/.parquet: the bench run did not finish; re-run `wflwv bench` into it") from None
+        raise ReportError(
+            f"{path}: no per_video.csv/.parquet: the bench run did not finish; re-run `wflwv bench` into it"
+        ) from None
     if "sets" not in summary or UNFILTERED not in summary["sets"]:
-        raise ReportError(f"{path / 'summary.json'}: no result sets (\"sets\"/\"{UNFILTERED}\"); is this a `wflwv bench` summary?")
+        raise ReportError(
+            f'{path / "summary.json"}: no result sets ("sets"/"{UNFILTERED}"); is this a `wflwv bench` summary?'
+        )
     missing = [c for c in ("filter", "video_id", "status", "nme", "nmf") if c not in per_video.columns]
     if missing:
         raise ReportError(f"{path}: per-video table lacks columns {missing}; it was not written by `wflwv bench`")
@@ -251,7 +259,13 @@ def _disambiguate(runs: Sequence[ReportRun]) -> None:
             continue
         for source in ("args", "config"):
             dicts = [
-                {k: v for k, v in ((r.args if source == "args" else r.identity.get("model", {}).get("config") or {}).items()) if k != "rwr"}
+                {
+                    k: v
+                    for k, v in (
+                        (r.args if source == "args" else r.identity.get("model", {}).get("config") or {}).items()
+                    )
+                    if k != "rwr"
+                }
                 for r in members
             ]
             keys = list(dict.fromkeys(k for d in dicts for k in d))
@@ -327,7 +341,9 @@ def load_runs(
     names = [r.label for r in runs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ReportError(f"several runs are labelled {', '.join(map(repr, dup))}; give each a distinct --label RUN=NAME")
+        raise ReportError(
+            f"several runs are labelled {', '.join(map(repr, dup))}; give each a distinct --label RUN=NAME"
+        )
     for i, r in enumerate(runs):
         r.colour = RUN_COLOURS[i % len(RUN_COLOURS)]
         r.marker = "*" if r.rwr else "o"
@@ -355,9 +371,11 @@ def dataset_warnings(runs: Sequence[ReportRun]) -> list[str]:
 
 def norm_text(norm: str) -> str:
     """How the NME normaliser reads in axis labels: ``"inter-ocular distance"``, ``"box diagonal"``..."""
-    return {"inter-ocular": "inter-ocular distance", "inter-pupil": "inter-pupil distance", "box-diagonal": "box diagonal"}.get(
-        norm, str(norm)
-    )
+    return {
+        "inter-ocular": "inter-ocular distance",
+        "inter-pupil": "inter-pupil distance",
+        "box-diagonal": "box diagonal",
+    }.get(norm, str(norm))
 
 
 def splits_of(runs: Sequence[ReportRun]) -> list[str]:

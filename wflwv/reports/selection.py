@@ -1,7 +1,8 @@
 """What a report shows by default: the clip where the runs differ most, its most flickering landmark, the mean face."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -8,11 +8,13 @@ Two tables:
 * the **per-clip table** (``per_clip.csv`` / in ``results.md``): the unfiltered NME and NMF of every clip in every
   run, from per_video, with the NMF gap between the runs (clips where the runs differ most come first).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -208,7 +210,9 @@ def split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
     return df[df["split"] == split].reset_index(drop=True)
 
 
-def table_cells(df: pd.DataFrame, split: str, baseline: Baseline | None) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+def table_cells(
+    df: pd.DataFrame, split: str, baseline: Baseline | None
+) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Header and cells ``(text, is_best)`` of one split's results table (shared by Markdown and HTML)."""
     part = split_rows(df, split)
     header = ["Model", "Filter", "Videos"] + [h for _, h, _ in METRIC_COLUMNS]
@@ -235,7 +239,10 @@ def _md_escape(text: str) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[tuple[str, bool]]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|",
+    ]
     for cells in rows:
         lines.append("| " + " | ".join(f"**{_md_escape(t)}**" if b else _md_escape(t) for t, b in cells) + " |")
     return "\n".join(lines)
@@ -258,7 +265,9 @@ def markdown_results(df: pd.DataFrame, baseline: Baseline | None, norm: str = "i
     return "\n".join(out)
 
 
-def clip_cells(clips: pd.DataFrame, runs_order: Sequence[str], limit: int | None = 30) -> tuple[list[str], list[list[str]]]:
+def clip_cells(
+    clips: pd.DataFrame, runs_order: Sequence[str], limit: int | None = 30
+) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the wide per-clip table (one row per clip, NME and NMF per run, NMF gap)."""
     ids = list(dict.fromkeys(clips["video_id"]))
     if limit is not None:
@@ -285,7 +294,11 @@ def clip_cells(clips: pd.DataFrame, runs_order: Sequence[str], limit: int | None
 def markdown_clips(clips: pd.DataFrame, runs_order: Sequence[str], limit: int | None = 30) -> str:
     header, rows = clip_cells(clips, runs_order, limit)
     total = clips["video_id"].nunique()
-    note = f" (the {limit} with the largest NMF gap of {total}; all in per_clip.csv)" if limit is not None and total > limit else ""
+    note = (
+        f" (the {limit} with the largest NMF gap of {total}; all in per_clip.csv)"
+        if limit is not None and total > limit
+        else ""
+    )
     md = _md_table(header, [[(c, False) for c in row] for row in rows])
     return f"### Per clip, unfiltered{note}\n\n{md}\n"
 

@@ -4,15 +4,17 @@ The clip is cropped to a square around the face (the ground truth's extent over 
 so landmarks stay visible on large frames. Writes an H.264 MP4 (imageio-ffmpeg; OpenCV's MPEG-4 as a fallback) and a
 small animated GIF preview (Pillow).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
+from wflwv.protocol.video import write_video
 from wflwv.schemes import get_scheme
 
 __all__ = ["GT_LABEL", "face_box", "OverlayStyle", "render_frame", "write_overlay", "legend_height"]
@@ -83,7 +85,9 @@ def _legend_rows(names: Sequence[str], style: OverlayStyle) -> list[list[int]]:
     return rows
 
 
-def _draw_legend(canvas: np.ndarray, top: int, names: Sequence[str], colours: Sequence[tuple[int, int, int]], style: OverlayStyle) -> None:
+def _draw_legend(
+    canvas: np.ndarray, top: int, names: Sequence[str], colours: Sequence[tuple[int, int, int]], style: OverlayStyle
+) -> None:
     rh = _row_height(style)
     for r, row in enumerate(_legend_rows(names, style)):
         x, y = 6, top + 4 + r * rh + rh // 2
@@ -91,11 +95,15 @@ def _draw_legend(canvas: np.ndarray, top: int, names: Sequence[str], colours: Se
             cv2.rectangle(canvas, (x, y - 5), (x + 10, y + 5), colours[i], -1)
             cv2.rectangle(canvas, (x, y - 5), (x + 10, y + 5), (90, 90, 90), 1)
             (tw, th), _ = cv2.getTextSize(names[i], _FONT, style.font_scale, 1)
-            cv2.putText(canvas, names[i], (x + 16, y + th // 2), _FONT, style.font_scale, (235, 235, 235), 1, cv2.LINE_AA)
+            cv2.putText(
+                canvas, names[i], (x + 16, y + th // 2), _FONT, style.font_scale, (235, 235, 235), 1, cv2.LINE_AA
+            )
             x += 16 + tw + 14
 
 
-def _draw_shape(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], edges, style: OverlayStyle, outline: bool) -> None:
+def _draw_shape(
+    img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], edges, style: OverlayStyle, outline: bool
+) -> None:
     shift = 4
     fixed = np.round(pts * (1 << shift)).astype(np.int32)
     ok = np.isfinite(pts).all(axis=1)
@@ -133,14 +141,31 @@ def render_frame(
     x0, y0, side = box
     s = style.size / side
     m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], dtype=np.float64)
-    crop = cv2.warpAffine(frame, m, (style.size, style.size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    crop = cv2.warpAffine(
+        frame,
+        m,
+        (style.size, style.size),
+        flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
     edges = get_scheme(scheme).edges
     for i, (pts, col) in enumerate(zip(shapes, colours)):
         p = (np.asarray(pts, float) - [x0, y0]) * s
         _draw_shape(crop, p, col, edges, style, outline=(i == 0))
     if caption:
-        cv2.putText(crop, caption, (6, 6 + _row_height(style) // 2 + 2), _FONT, style.font_scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(crop, caption, (6, 6 + _row_height(style) // 2 + 2), _FONT, style.font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            crop, caption, (6, 6 + _row_height(style) // 2 + 2), _FONT, style.font_scale, (0, 0, 0), 3, cv2.LINE_AA
+        )
+        cv2.putText(
+            crop,
+            caption,
+            (6, 6 + _row_height(style) // 2 + 2),
+            _FONT,
+            style.font_scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     lh = legend_height(names, style)
     canvas = np.full((style.size + lh, style.size, 3), 32, np.uint8)
     canvas[: style.size] = crop
@@ -153,33 +178,18 @@ def _even(img: np.ndarray) -> np.ndarray:
     return img[: h - h % 2, : w - w % 2]
 
 
-def _write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    try:
-        import imageio_ffmpeg
-
-        h, w = frames[0].shape[:2]
-        writer = imageio_ffmpeg.write_frames(
-            str(path), (w, h), fps=float(fps), codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=7,
-            macro_block_size=2, ffmpeg_log_level="error",
-        )
-        writer.send(None)
-        for f in frames:
-            writer.send(np.ascontiguousarray(f[:, :, ::-1]))
-        writer.close()
-        return
-    except Exception:  # no ffmpeg/libx264 here: OpenCV's own MPEG-4 encoder still gives a playable file
-        if path.exists():
-            path.unlink()
-    from wflwv.dataset.video import write_video
-
-    write_video(path, frames, fps)
-
-
 def _write_gif(path: Path, frames: list[np.ndarray], frame_ms: int) -> None:
     from PIL import Image
 
-    imgs = [Image.fromarray(np.ascontiguousarray(f[:, :, ::-1])).quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) for f in frames]
-    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=max(int(frame_ms), 20), loop=0, optimize=True, disposal=1)
+    imgs = [
+        Image.fromarray(np.ascontiguousarray(f[:, :, ::-1])).quantize(
+            colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+        for f in frames
+    ]
+    imgs[0].save(
+        path, save_all=True, append_images=imgs[1:], duration=max(int(frame_ms), 20), loop=0, optimize=True, disposal=1
+    )
 
 
 def write_overlay(
@@ -200,7 +210,7 @@ def write_overlay(
     """Render the overlay of one clip to an MP4 and a GIF preview.
 
     Args:
-        frames: the clip's BGR frames, in order (e.g. :func:`wflwv.dataset.video.iter_frames`).
+        frames: the clip's BGR frames, in order (e.g. :func:`wflwv.protocol.video.iter_frames`).
         gt: (T, K, 2) ground truth, frame pixels.
         preds: ``{run label: (T, K, 2)}`` predictions, frame pixels.
         colours: ``{run label: "#RRGGBB"}``.
@@ -232,6 +242,6 @@ def write_overlay(
     if log:
         log(f"encoding {len(video_frames)} frames")
     mp4_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_mp4(mp4_path, video_frames, fps)
+    write_video(mp4_path, video_frames, fps, crf=20)
     _write_gif(gif_path, gif_frames, round(1000.0 * stride / (fps if fps > 0 else 25.0)))
     return mp4_path, gif_path, len(video_frames)

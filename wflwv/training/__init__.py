@@ -1,22 +1,19 @@
-"""Training on WFLW still images: augmentations, losses, the shared loop and the ``wflwv train`` command.
+"""Training on still images: the WFLW data and augmentations, losses, the shared loop and evaluation.
 
-Importing this package is light; the heavy pieces (torch data loading, architectures) load on use.
+The command is ``wflwv train`` (:mod:`wflwv.cli.train`); architectures come from :mod:`wflwv.models.archs`.
 """
-from wflwv.training.archs import ARCHS, apply_overrides, build_net, resolve_arch
+
 from wflwv.training.augment import AugmentConfig
-from wflwv.training.loop import TrainConfig, TrainData, TrainResult, evaluate, load_trained_net, load_training_checkpoint, train
+from wflwv.training.evaluate import evaluate, format_table
+from wflwv.training.loop import TrainConfig, TrainData, TrainResult, load_training_checkpoint, train
 
 __all__ = [
-    "ARCHS",
     "AugmentConfig",
     "TrainConfig",
     "TrainData",
     "TrainResult",
-    "apply_overrides",
-    "build_net",
     "evaluate",
-    "load_trained_net",
+    "format_table",
     "load_training_checkpoint",
-    "resolve_arch",
     "train",
 ]

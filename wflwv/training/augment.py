@@ -10,6 +10,7 @@ occlusion rectangles) then act on the crop and leave the landmarks where they ar
 Every random draw comes from a ``numpy.random.Generator`` passed in; :func:`sample_rng` derives one from
 ``(seed, epoch, index)`` so augmentations are reproducible whatever the data-loader worker or a resume.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,18 +70,29 @@ class AugmentConfig:
         for name in ("gaussian_sigma", "motion_length", "occlusion_size"):
             lo, hi = (float(v) for v in getattr(self, name))
             if not 0 < lo <= hi:
-                raise ValueError(f"AugmentConfig.{name} must be a range (low, high) with 0 < low <= high, got {(lo, hi)}")
+                raise ValueError(
+                    f"AugmentConfig.{name} must be a range (low, high) with 0 < low <= high, got {(lo, hi)}"
+                )
         if self.occlusion_size[1] > 1:
-            raise ValueError(f"AugmentConfig.occlusion_size is a fraction of the crop side (<= 1), got {self.occlusion_size}")
+            raise ValueError(
+                f"AugmentConfig.occlusion_size is a fraction of the crop side (<= 1), got {self.occlusion_size}"
+            )
 
     @classmethod
-    def disabled(cls) -> "AugmentConfig":
+    def disabled(cls) -> AugmentConfig:
         """A configuration that changes nothing (all probabilities and ranges zero)."""
-        return cls(rotation_prob=0.0, flip_prob=0.0, scale_jitter=0.0, translate=0.0,
-                   gaussian_blur_prob=0.0, motion_blur_prob=0.0, occlusion_prob=0.0)
+        return cls(
+            rotation_prob=0.0,
+            flip_prob=0.0,
+            scale_jitter=0.0,
+            translate=0.0,
+            gaussian_blur_prob=0.0,
+            motion_blur_prob=0.0,
+            occlusion_prob=0.0,
+        )
 
     @classmethod
-    def geometric_only(cls, **kw) -> "AugmentConfig":
+    def geometric_only(cls, **kw) -> AugmentConfig:
         """Default geometry, no photometric changes (keyword arguments override fields)."""
         base = dict(gaussian_blur_prob=0.0, motion_blur_prob=0.0, occlusion_prob=0.0)
         base.update(kw)
@@ -151,11 +163,14 @@ def sample_geometry(cfg: AugmentConfig, rng: np.random.Generator, size: int = 25
 
 def warp(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     """Warp an image with a (2, 3) affine map onto a ``size`` x ``size`` canvas (bilinear, black border)."""
-    return cv2.warpAffine(image, np.asarray(m, dtype=np.float64), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(
+        image, np.asarray(m, dtype=np.float64), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
 
 
-def flip_horizontal(image: np.ndarray, points: np.ndarray, scheme: str | LandmarkScheme) -> tuple[np.ndarray, np.ndarray]:
+def flip_horizontal(
+    image: np.ndarray, points: np.ndarray, scheme: str | LandmarkScheme
+) -> tuple[np.ndarray, np.ndarray]:
     """Mirror an image (H, W, C) and its landmarks (K, 2); left/right landmarks swap labels.
 
     Applying it twice gives the input back exactly.
@@ -163,7 +178,9 @@ def flip_horizontal(image: np.ndarray, points: np.ndarray, scheme: str | Landmar
     scheme = get_scheme(scheme)
     points = np.asarray(points, dtype=np.float64)
     if points.shape[-2] != scheme.num_points:
-        raise ValueError(f"flip_horizontal: {points.shape[-2]} landmarks but scheme {scheme.name} has {scheme.num_points}")
+        raise ValueError(
+            f"flip_horizontal: {points.shape[-2]} landmarks but scheme {scheme.name} has {scheme.num_points}"
+        )
     return np.ascontiguousarray(image[:, ::-1]), scheme.mirror(points, image.shape[1])
 
 
@@ -185,8 +202,12 @@ def motion_blur(image: np.ndarray, length: int, angle_deg: float) -> np.ndarray:
         x, y = c + s * dx, c + s * dy
         x0, y0 = int(math.floor(x)), int(math.floor(y))
         fx, fy = x - x0, y - y0
-        for xx, yy, w in ((x0, y0, (1 - fx) * (1 - fy)), (x0 + 1, y0, fx * (1 - fy)),
-                          (x0, y0 + 1, (1 - fx) * fy), (x0 + 1, y0 + 1, fx * fy)):
+        for xx, yy, w in (
+            (x0, y0, (1 - fx) * (1 - fy)),
+            (x0 + 1, y0, fx * (1 - fy)),
+            (x0, y0 + 1, (1 - fx) * fy),
+            (x0 + 1, y0 + 1, fx * fy),
+        ):
             if 0 <= xx < k and 0 <= yy < k:
                 kernel[yy, xx] += w
     kernel /= kernel.sum()
@@ -242,7 +263,9 @@ def augment(
     scheme = get_scheme(scheme)
     points = np.asarray(points, dtype=np.float64)
     if points.shape != (scheme.num_points, 2):
-        raise ValueError(f"augment: landmarks must have shape ({scheme.num_points}, 2) for {scheme.name}, got {points.shape}")
+        raise ValueError(
+            f"augment: landmarks must have shape ({scheme.num_points}, 2) for {scheme.name}, got {points.shape}"
+        )
     h, w = image.shape[:2]
     if h != w:
         raise ValueError(f"augment expects a square crop, got {w} x {h}")

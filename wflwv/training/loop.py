@@ -1,6 +1,6 @@
 """The training loop shared by every architecture, with resumable checkpoints and WFLW validation.
 
-:func:`train` builds the network from :data:`wflwv.training.archs.ARCHS`, trains it on augmented WFLW crops,
+:func:`train` builds the network from the architecture registry (:mod:`wflwv.models.archs`), trains it on augmented WFLW crops,
 validates after every epoch on the WFLW test split (NME with the inter-ocular normaliser, FR and AUC at 0.1,
 per test subset as in the paper's tables 1 and 2), and writes to the output folder:
 
@@ -21,6 +21,7 @@ far), ``epoch_step`` (steps into an unfinished epoch, after a ``max_steps`` stop
 Resuming is exact: the sample order of epoch ``e`` is a permutation seeded by ``(seed, e)`` and each sample's
 augmentation by ``(seed, e, index)``, so a resumed run sees the same batches as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,17 +32,26 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
 
+from wflwv import __version__
+from wflwv.io import atomic_path, write_json
 from wflwv.models.api import imagenet_normalise, resolve_device
+from wflwv.models.archs import config_from_dict, get_arch, make_config
+from wflwv.models.checkpoints import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from wflwv.schemes import get_scheme
 from wflwv.training.augment import AugmentConfig
+from wflwv.training.data import WFLWStillDataset
+from wflwv.training.evaluate import evaluate, format_table
+from wflwv.training.losses import make_loss
 
 __all__ = [
     "TrainConfig",
@@ -51,14 +61,8 @@ __all__ = [
     "BEST_NAME",
     "METRICS_JSON",
     "METRICS_CSV",
-    "TABLE_COLUMNS",
     "train",
-    "evaluate",
-    "predict",
-    "format_table",
-    "resolve_device",
     "load_training_checkpoint",
-    "load_trained_net",
     "EpochSampler",
 ]
 
@@ -66,16 +70,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
-#: subset -> column title, in the order of the paper's tables 1 and 2
-TABLE_COLUMNS: dict[str, str] = {
-    "full": "Full",
-    "pose": "Pose",
-    "expression": "Exp.",
-    "illumination": "Illum.",
-    "makeup": "Mu.",
-    "occlusion": "Occ.",
-    "blur": "Blur",
-}
 
 
 @dataclass
@@ -136,7 +130,7 @@ class TrainData:
     """Datasets for :func:`train`.
 
     ``train`` items are dicts with ``"image"`` (3, 256, 256) RGB in [0, 1] and ``"keypoints"`` (K, 2) in unit
-    crop coordinates (as :class:`wflwv.dataset.wflw.WFLWStillDataset` yields). A ``set_epoch(e)`` method, if
+    crop coordinates (as :class:`wflwv.protocol.wflw.WFLWStillDataset` yields). A ``set_epoch(e)`` method, if
     present, is called before each epoch. ``val`` (no augmentation) may offer ``subset_masks()`` for the
     per-subset table; without it only ``"full"`` is reported.
     """
@@ -162,10 +156,6 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------------------
 # small pieces
-
-
-
-
 
 
 class EpochSampler(Sampler):
@@ -217,7 +207,13 @@ def _rng_state() -> dict:
     py_state = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], np_state[1].astype(np.int64).tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            np_state[1].astype(np.int64).tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": [py_state[0], list(py_state[1]), py_state[2]],
     }
     if torch.cuda.is_available():
@@ -239,26 +235,17 @@ _REQUIRED_KEYS = ("arch", "config", "scheme", "state_dict", "epoch")
 _RESUME_KEYS = ("optimizer", "scheduler", "step", "rng")
 
 
-def load_training_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                             resumable: bool = False) -> dict:
-    """Read a checkpoint written by :func:`train`.
-
-    Loading goes through :func:`wflwv.models.checkpoints.load_checkpoint` (``weights_only=True`` with its
-    allow-list); this only adds the check that the file is a toolkit checkpoint with the training keys.
+def load_training_checkpoint(path: str | os.PathLike, resumable: bool = False) -> dict:
+    """Read a checkpoint written by :func:`train` (through :func:`wflwv.models.checkpoints.load_checkpoint`,
+    ``weights_only=True`` with its allow-list), checking it has the training keys.
 
     Args:
-        path: ``checkpoint.pt`` / ``best.pt`` of a training run.
-        map_location: where tensors go.
         resumable: also require what resuming needs (optimizer, scheduler, step counter, RNG states).
-    Returns:
-        the checkpoint dict (with the ``"format"`` key the loader adds).
     Raises:
         FileNotFoundError: no such file.
         CheckpointError (a ValueError): unreadable, unsafe, or not a wflwv training checkpoint.
     """
-    from wflwv.models.checkpoints import CheckpointError, load_checkpoint
-
-    ckpt = load_checkpoint(path, map_location=map_location)
+    ckpt = load_checkpoint(path)
     need = _REQUIRED_KEYS + (_RESUME_KEYS if resumable else ())
     missing = [k for k in need if k not in ckpt]
     if ckpt.get("format") != "toolkit" or missing:
@@ -271,117 +258,27 @@ def load_training_checkpoint(path: str | os.PathLike, map_location: str | torch.
     return ckpt
 
 
-def load_trained_net(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network of a training checkpoint, load its weights, move it to ``device`` in eval mode.
-
-    Returns:
-        ``(net, checkpoint)``.
-    """
-    from wflwv.models.checkpoints import load_state_dict_strict
-    from wflwv.training.archs import build_net
-
-    ckpt = load_training_checkpoint(path)
-    net, _, _ = build_net(ckpt["arch"], ckpt["config"])
-    load_state_dict_strict(net, ckpt["state_dict"], source=str(path))
-    return net.to(resolve_device(device)).eval(), ckpt
-
-
-# --------------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def predict(net: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 16,
-            workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``net`` (eval mode) over ``dataset``.
-
-    Returns:
-        ``(pred, gt)``: (N, K, 2) float64 crop pixels each (unit keypoints x 256).
-    """
-    from wflwv.models.api import CROP_SIZE
-
-    was_training = net.training
-    net.eval()
-    preds, gts = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    try:
-        for batch in loader:
-            out = net(imagenet_normalise(batch["image"].to(device)))
-            kp = out["keypoints"] if isinstance(out, dict) else out
-            preds.append(kp.detach().to("cpu", torch.float64).numpy() * CROP_SIZE)
-            gts.append(batch["keypoints"].to(torch.float64).numpy() * CROP_SIZE)
-    finally:
-        net.train(was_training)
-    pred, gt = np.concatenate(preds), np.concatenate(gts)
-    if pred.shape != gt.shape:
-        raise ValueError(f"the network predicts keypoints of shape {pred.shape[1:]} but the data has {gt.shape[1:]}")
-    return pred, gt
-
-
-def evaluate(
-    net: torch.nn.Module,
-    dataset: Dataset,
-    scheme: str = "wflw98",
-    device: str | torch.device = "cpu",
-    batch_size: int = 16,
-    threshold: float = 0.1,
-    workers: int = 0,
-) -> dict[str, dict[str, float]]:
-    """NME / FR / AUC of ``net`` on ``dataset``, per WFLW subset.
-
-    NMEs use the inter-ocular normaliser of ``scheme`` (crop-pixel errors; the crop is a similarity of the
-    image, so this equals the NME in image pixels).
-
-    Returns:
-        subset -> ``{"nme": percent, "fr": percent, "auc": fraction, "count": n}`` for ``"full"`` and every
-        subset of ``dataset.subset_masks()`` (NaN values for an empty subset).
-    """
-    from wflwv.benchmark.metrics import ced_fr_auc, nme_per_frame
-
-    device = resolve_device(device)
-    pred, gt = predict(net, dataset, device, batch_size, workers)
-    nmes = nme_per_frame(pred, gt, get_scheme(scheme))
-    masks = dataset.subset_masks() if hasattr(dataset, "subset_masks") else {"full": np.ones(len(nmes), bool)}
-    out = {}
-    for name, mask in masks.items():
-        sel = nmes[np.asarray(mask, dtype=bool)]
-        if sel.size == 0:
-            out[name] = {"nme": float("nan"), "fr": float("nan"), "auc": float("nan"), "count": 0}
-            continue
-        fr, auc = ced_fr_auc(sel, threshold)
-        out[name] = {"nme": float(sel.mean() * 100), "fr": fr * 100, "auc": auc, "count": int(sel.size)}
-    return out
-
-
-def format_table(metrics: dict[str, dict[str, float]], threshold: float = 0.1) -> str:
-    """Metrics (as :func:`evaluate` returns) as a text table: rows NME (%), FR (%), AUC; columns subsets."""
-    cols = [s for s in TABLE_COLUMNS if s in metrics] + [s for s in metrics if s not in TABLE_COLUMNS]
-    x = f"{threshold * 100:g}"
-    head = ["Metric"] + [TABLE_COLUMNS.get(s, s) for s in cols]
-    rows = [head]
-    for key, label, fmt in (("nme", "NME (%)", "{:.2f}"), ("fr", f"FR_{x} (%)", "{:.2f}"), ("auc", f"AUC_{x}", "{:.3f}")):
-        row = [label]
-        for s in cols:
-            v = metrics[s].get(key, float("nan"))
-            row.append(fmt.format(v) if v is not None and math.isfinite(v) else "-")
-        rows.append(row)
-    row = ["Images"] + [str(int(metrics[s].get("count", 0))) for s in cols]
-    rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
-
-
 def _write_metrics(out_dir: Path, summary: dict) -> None:
-    from wflwv.io import atomic_path, write_json
-
     write_json(out_dir / METRICS_JSON, summary)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["epoch", "step", "complete", "train_loss", "lr", "subset", "nme", "fr", "auc", "count"])
     for rec in summary["history"]:
         for subset, m in (rec.get("val") or {}).items():
-            w.writerow([rec["epoch"], rec["step"], int(rec["complete"]), rec["train_loss"], rec["lr"], subset,
-                        m["nme"], m["fr"], m["auc"], m["count"]])
+            w.writerow(
+                [
+                    rec["epoch"],
+                    rec["step"],
+                    int(rec["complete"]),
+                    rec["train_loss"],
+                    rec["lr"],
+                    subset,
+                    m["nme"],
+                    m["fr"],
+                    m["auc"],
+                    m["count"],
+                ]
+            )
     with atomic_path(out_dir / METRICS_CSV) as tmp:
         tmp.write_text(buf.getvalue())
 
@@ -392,8 +289,11 @@ def _canonical(obj: Any) -> str:
 
 def _config_diff(saved: dict, now: dict) -> list[str]:
     keys = sorted(set(saved) | set(now))
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in keys
-            if _canonical(saved.get(k)) != _canonical(now.get(k))]
+    return [
+        f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}"
+        for k in keys
+        if _canonical(saved.get(k)) != _canonical(now.get(k))
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,13 +306,192 @@ def _as_train_data(data, cfg: TrainConfig) -> TrainData:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return TrainData(train=data[0], val=data[1])
     if isinstance(data, (str, os.PathLike)):
-        from wflwv.dataset.wflw import WFLWStillDataset
-
         return TrainData(
             train=WFLWStillDataset(data, "train", scheme=cfg.scheme, augment=cfg.augment, seed=cfg.seed),
             val=WFLWStillDataset(data, "test", scheme=cfg.scheme, augment=None),
         )
-    raise TypeError(f"data must be a WFLW folder, a TrainData or a (train, val) pair of datasets; got {type(data).__name__}")
+    raise TypeError(
+        f"data must be a WFLW folder, a TrainData or a (train, val) pair of datasets; got {type(data).__name__}"
+    )
+
+
+def _resolve_config(arch: str, config: Any, scheme) -> Any:
+    """The architecture config from an instance, a dict of fields or None (defaults), checked against the scheme."""
+    spec = get_arch(arch)
+    if config is None:
+        config = make_config(arch, num_landmarks=scheme.num_points)
+    elif isinstance(config, dict):
+        config = config_from_dict(arch, config)
+    elif not isinstance(config, spec.config_cls):
+        raise TypeError(f"architecture {arch!r} expects a {spec.config_cls.__name__}, got {type(config).__name__}")
+    if config.num_landmarks != scheme.num_points:
+        raise ValueError(
+            f"config.num_landmarks = {config.num_landmarks} but scheme {scheme.name} has {scheme.num_points} "
+            f"points; set num_landmarks={scheme.num_points} or choose the matching scheme"
+        )
+    return config
+
+
+class _Trainer:
+    """The state of one training run: network, optimiser, counters and history (see :func:`train`)."""
+
+    def __init__(self, arch: str, config: Any, data, out_dir, cfg: TrainConfig, log: Callable[[str], None]):
+        self.arch, self.cfg, self.log = arch, cfg, log
+        self.scheme = get_scheme(cfg.scheme)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path, self.best_path = self.out_dir / CHECKPOINT_NAME, self.out_dir / BEST_NAME
+        self.device = resolve_device(cfg.device)
+        self.config = _resolve_config(arch, config, self.scheme)
+        self.loss_name = cfg.loss or get_arch(arch).loss
+        loss_kwargs = {"sigma": cfg.heatmap_sigma} if self.loss_name in ("heatmap_mse", "awing") else {}
+        if self.loss_name == "heatmap_mse":
+            loss_kwargs["foreground_weight"] = cfg.heatmap_foreground_weight
+        self.loss_fn = make_loss(self.loss_name, **loss_kwargs)
+        self.data = _as_train_data(data, cfg)
+        self.n_train = len(self.data.train)
+        if self.n_train == 0:
+            raise ValueError("the training set is empty")
+        self.drop_last = self.n_train > cfg.batch_size
+        self.steps_per_epoch = self.n_train // cfg.batch_size if self.drop_last else 1
+        torch.manual_seed(cfg.seed)
+        self.net = get_arch(arch).net_cls(self.config).to(self.device)
+        self.optimizer = _make_optimizer(self.net.parameters(), cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_factor(cfg, cfg.epochs * self.steps_per_epoch)
+        )
+        self.step, self.epochs_done, self.epoch_step = 0, 0, 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.metrics: dict = {}
+
+    # ---- checkpoints
+    def resume(self) -> None:
+        """Continue from ``checkpoint.pt`` (same architecture, config and scheme, or a clear error)."""
+        existing = load_training_checkpoint(self.ckpt_path, resumable=True)
+        if existing["arch"] != self.arch or existing["scheme"] != self.scheme.name:
+            raise ValueError(
+                f"{self.ckpt_path} holds a {existing['arch']} / {existing['scheme']} run, not {self.arch} / "
+                f"{self.scheme.name}; use another --out folder or --no-resume to overwrite it"
+            )
+        diff = _config_diff(existing["config"], dataclasses.asdict(self.config))
+        if diff:
+            raise ValueError(
+                f"{self.ckpt_path} was trained with a different {type(self.config).__name__}:\n  "
+                + "\n  ".join(diff)
+                + "\nrepeat the original --set options, use another --out folder, or --no-resume to start afresh"
+            )
+        self.net.load_state_dict(existing["state_dict"])
+        self.optimizer.load_state_dict(existing["optimizer"])
+        self.scheduler.load_state_dict(existing["scheduler"])
+        self.step, self.epochs_done = int(existing["step"]), int(existing["epoch"])
+        self.epoch_step = int(existing.get("epoch_step", 0))
+        self.history, self.best = list(existing.get("history", [])), existing.get("best")
+        self.metrics = existing.get("metrics", {})
+        _set_rng_state(existing["rng"])
+        self.log(
+            f"resuming {self.arch} from {self.ckpt_path}: epoch {self.epochs_done} + {self.epoch_step} steps, step {self.step}"
+        )
+        if self.epoch_step >= self.steps_per_epoch:  # the training set shrank since; count the epoch as done
+            self.epochs_done, self.epoch_step = self.epochs_done + 1, 0
+
+    def checkpoint(self) -> dict:
+        ck = make_checkpoint(self.arch, dataclasses.asdict(self.config), self.net.state_dict(), scheme=self.scheme.name)
+        ck.update(
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), epoch=self.epochs_done,
+            epoch_step=self.epoch_step, step=self.step, metrics=self.metrics, best=self.best, history=self.history,
+            loss=self.loss_name, train_config=dataclasses.asdict(self.cfg), rng=_rng_state(), wflwv_version=__version__,
+        )  # fmt: skip
+        return ck
+
+    def save(self, best: bool = False) -> None:
+        ck = self.checkpoint()
+        save_checkpoint(self.ckpt_path, ck)
+        if best:
+            save_checkpoint(self.best_path, ck)
+        summary = {"arch": self.arch, "scheme": self.scheme.name, "loss": self.loss_name,
+                   "config": dataclasses.asdict(self.config), "train_config": dataclasses.asdict(self.cfg),
+                   "history": self.history, "best": self.best}  # fmt: skip
+        _write_metrics(self.out_dir, summary)
+
+    # ---- one epoch
+    def run_epoch(self, epoch: int) -> tuple[float, int, bool]:
+        """Train until the epoch ends or ``max_steps``; returns ``(summed loss, batches, stop)``."""
+        cfg = self.cfg
+        if hasattr(self.data.train, "set_epoch"):
+            self.data.train.set_epoch(epoch)
+        loader = DataLoader(
+            self.data.train, batch_size=cfg.batch_size,
+            sampler=EpochSampler(self.n_train, cfg.seed, epoch, self.epoch_step * cfg.batch_size),
+            drop_last=self.drop_last, num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+        self.net.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step, disable=not cfg.progress, leave=False,
+                   desc=f"{self.arch} epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)  # fmt: skip
+        loss_sum, loss_n, updating = 0.0, 0, False
+        try:
+            for batch in loader:
+                batch = _to_device(batch, self.device)
+                loss = self.loss_fn(self.net(imagenet_normalise(batch["image"])), batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training diverged: loss is {loss.item()} at step {self.step + 1} (epoch {epoch + 1}); "
+                        "lower --lr or clip gradients (--train-opt grad_clip=1.0), then resume from the last checkpoint"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                updating = True
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                self.epoch_step += 1
+                updating = False
+                loss_sum += float(loss.detach())
+                loss_n += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.4g}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    return loss_sum, loss_n, True
+        except KeyboardInterrupt:
+            if not updating:
+                save_checkpoint(self.ckpt_path, self.checkpoint())
+                self.log(f"interrupted: saved {self.ckpt_path} at step {self.step}; run again to resume")
+            raise
+        finally:
+            bar.close()
+        return loss_sum, loss_n, False
+
+    def end_epoch(self, epoch: int, loss_sum: float, loss_n: int, seconds: float, stop: bool) -> None:
+        """Record the epoch, validate when due, and write the checkpoints and metrics."""
+        cfg = self.cfg
+        complete = self.epoch_step >= self.steps_per_epoch
+        if complete:
+            self.epochs_done, self.epoch_step = self.epochs_done + 1, 0
+        record = {
+            "epoch": epoch + 1, "complete": complete, "step": self.step,
+            "train_loss": loss_sum / loss_n if loss_n else float("nan"),
+            "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, "val": None,
+        }  # fmt: skip
+        finished = stop or self.epochs_done >= cfg.epochs
+        if self.data.val is not None and (finished or (complete and self.epochs_done % cfg.val_every == 0)):
+            val_bs = cfg.val_batch_size or cfg.batch_size
+            self.metrics = evaluate(
+                self.net, self.data.val, self.scheme.name, self.device, val_bs, cfg.fr_threshold, cfg.workers
+            )
+            record["val"] = self.metrics
+        self.history.append(record)
+        self.log(f"{self.arch} epoch {epoch + 1}{'' if complete else ' (partial)'}: step {self.step}, "
+                 f"train loss {record['train_loss']:.5g}, lr {record['lr']:.3g}")  # fmt: skip
+        improved = False
+        if record["val"] is not None:
+            self.log(format_table(self.metrics, cfg.fr_threshold))
+            full = self.metrics.get("full", {}).get("nme", float("nan"))
+            if math.isfinite(full) and (self.best is None or full < self.best["nme"]):
+                self.best = {"epoch": epoch + 1, "step": self.step, "nme": full, "metrics": self.metrics}
+                improved = True
+        self.save(best=improved)
 
 
 def train(
@@ -425,7 +504,7 @@ def train(
     resume: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train architecture ``arch`` (a key of :data:`wflwv.training.archs.ARCHS`).
+    """Train a registered architecture (:mod:`wflwv.models.archs`).
 
     Args:
         arch: architecture name.
@@ -441,195 +520,21 @@ def train(
     Returns:
         a :class:`TrainResult` with the trained network (the last state, not the best).
     """
-    from tqdm.auto import tqdm
-
-    import wflwv
-    from wflwv.models.checkpoints import save_checkpoint
-    from wflwv.training.archs import resolve_arch
-    from wflwv.training.losses import make_loss
-
     cfg = train_config or TrainConfig()
-    log = log or tqdm.write
-    scheme = get_scheme(cfg.scheme)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, best_path = out_dir / CHECKPOINT_NAME, out_dir / BEST_NAME
-    device = resolve_device(cfg.device)
-
-    spec = resolve_arch(arch)
-    if config is None:
-        config = dataclasses.replace(spec.config_cls(), num_landmarks=scheme.num_points)
-    elif isinstance(config, dict):
-        from wflwv.training.archs import config_from_dict
-
-        config = config_from_dict(spec.config_cls, config)
-    elif not isinstance(config, spec.config_cls):
-        raise TypeError(f"architecture {arch!r} expects a {spec.config_cls.__name__}, got {type(config).__name__}")
-    if config.num_landmarks != scheme.num_points:
-        raise ValueError(
-            f"config.num_landmarks = {config.num_landmarks} but scheme {scheme.name} has {scheme.num_points} "
-            f"points; set num_landmarks={scheme.num_points} or choose the matching scheme"
-        )
-    loss_name = cfg.loss or spec.default_loss
-    loss_kwargs = {"sigma": cfg.heatmap_sigma} if loss_name in ("heatmap_mse", "awing") else {}
-    if loss_name == "heatmap_mse":
-        loss_kwargs["foreground_weight"] = cfg.heatmap_foreground_weight
-    loss_fn = make_loss(loss_name, **loss_kwargs)
-    data = _as_train_data(data, cfg)
-    n_train = len(data.train)
-    if n_train == 0:
-        raise ValueError("the training set is empty")
-    drop_last = n_train > cfg.batch_size
-    steps_per_epoch = n_train // cfg.batch_size if drop_last else 1
-    total_steps = cfg.epochs * steps_per_epoch
-
-    existing = load_training_checkpoint(ckpt_path, resumable=True) if (resume and ckpt_path.exists()) else None
-    if existing is not None:
-        if existing["arch"] != arch or existing["scheme"] != scheme.name:
-            raise ValueError(
-                f"{ckpt_path} holds a {existing['arch']} / {existing['scheme']} run, not {arch} / {scheme.name}; "
-                "use another --out folder or --no-resume to overwrite it"
-            )
-        diff = _config_diff(existing["config"], dataclasses.asdict(config))
-        if diff:
-            raise ValueError(
-                f"{ckpt_path} was trained with a different {type(config).__name__}:\n  " + "\n  ".join(diff)
-                + "\nrepeat the original --set options, use another --out folder, or --no-resume to start afresh"
-            )
-    torch.manual_seed(cfg.seed)
-    net = spec.net_cls(config).to(device)
-    optimizer = _make_optimizer(net.parameters(), cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg, total_steps))
-
-    step, epochs_done, epoch_step = 0, 0, 0
-    history: list[dict] = []
-    best: dict | None = None
-    metrics: dict = {}
-    if existing is not None:
-        net.load_state_dict(existing["state_dict"])
-        optimizer.load_state_dict(existing["optimizer"])
-        scheduler.load_state_dict(existing["scheduler"])
-        step, epochs_done = int(existing["step"]), int(existing["epoch"])
-        epoch_step = int(existing.get("epoch_step", 0))
-        history, best = list(existing.get("history", [])), existing.get("best")
-        metrics = existing.get("metrics", {})
-        _set_rng_state(existing["rng"])
-        log(f"resuming {arch} from {ckpt_path}: epoch {epochs_done} + {epoch_step} steps, step {step}")
-        if epoch_step >= steps_per_epoch:  # the training set shrank since; count the epoch as done
-            epochs_done, epoch_step = epochs_done + 1, 0
-
-    def checkpoint() -> dict:
-        return {
-            "arch": arch,
-            "config": dataclasses.asdict(config),
-            "scheme": scheme.name,
-            "state_dict": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epochs_done,
-            "epoch_step": epoch_step,
-            "step": step,
-            "metrics": metrics,
-            "best": best,
-            "history": history,
-            "loss": loss_name,
-            "train_config": dataclasses.asdict(cfg),
-            "rng": _rng_state(),
-            "wflwv_version": wflwv.__version__,
-        }
-
-    def summary() -> dict:
-        return {"arch": arch, "scheme": scheme.name, "loss": loss_name, "config": dataclasses.asdict(config),
-                "train_config": dataclasses.asdict(cfg), "history": history, "best": best}
-
-    val_bs = cfg.val_batch_size or cfg.batch_size
-    stop = bool(cfg.max_steps and step >= cfg.max_steps)
+    run = _Trainer(arch, config, data, out_dir, cfg, log or tqdm.write)
+    if resume and run.ckpt_path.exists():
+        run.resume()
+    stop = bool(cfg.max_steps and run.step >= cfg.max_steps)
     if stop:
-        log(f"nothing to do: {step} steps already done (max_steps = {cfg.max_steps})")
-    while not stop and epochs_done < cfg.epochs:
-        epoch = epochs_done
-        if hasattr(data.train, "set_epoch"):
-            data.train.set_epoch(epoch)
-        skip = epoch_step * cfg.batch_size
-        loader = DataLoader(
-            data.train, batch_size=cfg.batch_size, sampler=EpochSampler(n_train, cfg.seed, epoch, skip),
-            drop_last=drop_last, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-        )
-        net.train()
-        bar = tqdm(total=steps_per_epoch, initial=epoch_step, disable=not cfg.progress, leave=False,
-                   desc=f"{arch} epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
-        loss_sum, loss_n, t0 = 0.0, 0, time.time()
-        updating = False
-        try:
-            for batch in loader:
-                batch = _to_device(batch, device)
-                output = net(imagenet_normalise(batch["image"]))
-                loss = loss_fn(output, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training diverged: loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
-                        "lower --lr or clip gradients (--train-opt grad_clip=1.0), then resume from the last checkpoint"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                updating = True
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                epoch_step += 1
-                updating = False
-                loss_sum += float(loss.detach())
-                loss_n += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-                if cfg.max_steps and step >= cfg.max_steps:
-                    stop = True
-                    break
-        except KeyboardInterrupt:
-            bar.close()
-            if not updating:
-                save_checkpoint(ckpt_path, checkpoint())
-                log(f"interrupted: saved {ckpt_path} at step {step}; run again to resume")
-            raise
-        bar.close()
-        complete = epoch_step >= steps_per_epoch
-        if complete:
-            epochs_done, epoch_step = epochs_done + 1, 0
-        record = {
-            "epoch": epoch + 1,
-            "complete": complete,
-            "step": step,
-            "train_loss": loss_sum / loss_n if loss_n else float("nan"),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.time() - t0,
-            "val": None,
-        }
-        finished = stop or epochs_done >= cfg.epochs
-        if data.val is not None and (finished or (complete and epochs_done % cfg.val_every == 0)):
-            metrics = evaluate(net, data.val, scheme.name, device, val_bs, cfg.fr_threshold, cfg.workers)
-            record["val"] = metrics
-        history.append(record)
-        log(f"{arch} epoch {epoch + 1}{'' if complete else ' (partial)'}: step {step}, "
-            f"train loss {record['train_loss']:.5g}, lr {record['lr']:.3g}")
-        if record["val"] is not None:
-            log(format_table(metrics, cfg.fr_threshold))
-            full = metrics.get("full", {}).get("nme", float("nan"))
-            if math.isfinite(full) and (best is None or full < best["nme"]):
-                best = {"epoch": epoch + 1, "step": step, "nme": full, "metrics": metrics}
-                ckpt = checkpoint()
-                save_checkpoint(ckpt_path, ckpt)
-                save_checkpoint(best_path, ckpt)
-                _write_metrics(out_dir, summary())
-                continue
-        save_checkpoint(ckpt_path, checkpoint())
-        _write_metrics(out_dir, summary())
-
-    if best is not None:
-        log(f"best full-set NME {best['nme']:.3f}% at epoch {best['epoch']} ({best_path})")
+        run.log(f"nothing to do: {run.step} steps already done (max_steps = {cfg.max_steps})")
+    while not stop and run.epochs_done < cfg.epochs:
+        epoch, t0 = run.epochs_done, time.time()
+        loss_sum, loss_n, stop = run.run_epoch(epoch)
+        run.end_epoch(epoch, loss_sum, loss_n, time.time() - t0, stop)
+    if run.best is not None:
+        run.log(f"best full-set NME {run.best['nme']:.3f}% at epoch {run.best['epoch']} ({run.best_path})")
     return TrainResult(
-        net=net, config=config, out_dir=out_dir, checkpoint=ckpt_path,
-        best_checkpoint=best_path if best_path.exists() else None,
-        epoch=epochs_done, step=step, history=history, best=best,
-    )
+        net=run.net, config=run.config, out_dir=run.out_dir, checkpoint=run.ckpt_path,
+        best_checkpoint=run.best_path if run.best_path.exists() else None,
+        epoch=run.epochs_done, step=run.step, history=run.history, best=run.best,
+    )  # fmt: skip

@@ -11,13 +11,16 @@ the same units. Heatmap targets are peak-1 Gaussians rendered on the fly at the 
 * ``awing``: the adaptive wing loss on heatmaps (Wang et al., ICCV 2019), with its weighted loss map
   (pixels near a target peak, found by a 3 x 3 dilation of ``target >= 0.2``, weigh ``1 + W``).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from wflwv.baselines.heatmaps import gaussian_heatmaps
 
 __all__ = ["LOSSES", "KeypointMSE", "HeatmapMSE", "AdaptiveWingLoss", "adaptive_wing", "make_loss", "target_heatmaps"]
 
@@ -33,8 +36,6 @@ def _get(output: dict, key: str, loss: str) -> torch.Tensor:
 
 def target_heatmaps(keypoints: torch.Tensor, like: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian targets (N, K, H, W) for unit keypoints (N, K, 2), shaped and typed like ``like``."""
-    from wflwv.baselines.heatmaps import gaussian_heatmaps
-
     if like.ndim != 4 or like.shape[:2] != keypoints.shape[:2]:
         raise ValueError(
             f"heatmaps of shape {tuple(like.shape)} do not match keypoints {tuple(keypoints.shape)} (want (N, K, H, W))"
@@ -52,7 +53,9 @@ class KeypointMSE:
         pred = _get(output, "keypoints", self.name)
         target = batch["keypoints"].to(pred.dtype)
         if pred.shape != target.shape:
-            raise ValueError(f"predicted keypoints {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape")
+            raise ValueError(
+                f"predicted keypoints {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape"
+            )
         return F.mse_loss(pred, target)
 
 
@@ -80,7 +83,9 @@ class HeatmapMSE:
 
     def __post_init__(self):
         if not self.foreground_weight >= 0:
-            raise ValueError(f"heatmap_mse: foreground_weight must be >= 0 (0 = plain MSE), got {self.foreground_weight}")
+            raise ValueError(
+                f"heatmap_mse: foreground_weight must be >= 0 (0 = plain MSE), got {self.foreground_weight}"
+            )
 
     def __call__(self, output: dict, batch: dict) -> torch.Tensor:
         pred = _get(output, "heatmaps", self.name)
@@ -149,4 +154,3 @@ def make_loss(name: str, **kwargs) -> LossFn:
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; available: {', '.join(LOSSES)}") from None
     return cls(**kwargs)
-

@@ -1,0 +1,321 @@
+"""The per-item stages of `wflwv build`: scan one source (shot cuts, detection, tracking, windows, cutting) and
+label one clip (the oracle with boxes re-derived from its own landmarks, quality checks). Each item's record is
+written last and carries a hash of the configuration it depends on, so an item with a matching record is done.
+
+The stages run in this process or in worker processes (:func:`run_parallel`); a worker builds its detector and
+oracle once (:data:`_WORKER`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wflwv.build import oracle as O
+from wflwv.build.acquire import SourceRecord
+from wflwv.build.config import SIDECAR_SUFFIX, BuildConfig, config_hash
+from wflwv.build.detect import landmarks_box, make_detector, square_box, track_faces
+from wflwv.build.oracle import build_members, build_oracle
+from wflwv.build.scenes import ShotCutDetector, WindowCriteria, cut_clips, diagnose_window, find_windows
+from wflwv.io import atomic_path, read_json, save_npz, write_json
+from wflwv.protocol.layout import VIDEO_ID_RE
+from wflwv.protocol.video import iter_frames
+
+__all__ = ["run_parallel", "scan_source", "label_clip_item", "error_text"]
+
+# ------------------------------------------------------------------------------------------------ workers
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(config: BuildConfig) -> None:
+    """Process initialiser: one thread per worker (the stages are parallel across workers instead)."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _WORKER.clear()
+    _WORKER["config"] = config
+
+
+def _get_detector(config: BuildConfig):
+    if "detector" not in _WORKER:
+        _WORKER["detector"] = None if config.detector == "sidecar" else make_detector(config.detector)
+    return _WORKER["detector"]
+
+
+def _get_oracle(config: BuildConfig):
+    if "oracle" not in _WORKER:
+        members = build_members(config.members)
+        _WORKER["oracle"] = build_oracle(members, config.tta, config.device)
+        # the box-deriving passes need no test-time augmentation (only the final pass's numbers are kept); they
+        # share the member models
+        _WORKER["box_oracle"] = build_oracle(members, None, config.device) if config.passes > 1 else None
+    return _WORKER["oracle"], _WORKER["box_oracle"]
+
+
+def run_parallel(fn: Callable, items: list, config: BuildConfig, desc: str, inline: bool) -> list:
+    """Apply ``fn(config, item)`` to every item (in worker processes unless ``inline``), with a progress bar.
+    Results come back in the items' order."""
+    results: list[Any] = [None] * len(items)
+    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not config.progress or not items, leave=True)
+    try:
+        if inline or config.workers <= 1 or len(items) <= 1:
+            if not inline:
+                _WORKER.setdefault("config", config)
+            for i, item in enumerate(items):
+                results[i] = fn(config, item)
+                bar.update(1)
+        else:
+            ctx = mp.get_context("spawn")  # fork after torch / OpenMP initialisation can deadlock
+            pool = ProcessPoolExecutor(
+                min(config.workers, len(items)), mp_context=ctx, initializer=_worker_init, initargs=(config,)
+            )
+            try:
+                futures = {pool.submit(fn, config, item): i for i, item in enumerate(items)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(1)
+            except BaseException:
+                # interrupted (Ctrl-C) or a worker died: drop the queued items, let running ones finish their
+                # atomic writes; a re-run picks up from there
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
+    finally:
+        bar.close()
+    return results
+
+
+def error_text(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+# ------------------------------------------------------------------------------------------------ stage: scan
+def _sidecar_detections(source: Path, num_frames: int | None = None) -> list[np.ndarray]:
+    """Boxes from ``SOURCE.boxes.npy``: (T, 4) one box per frame (a row of NaN = no face) or (T, M, 4|5) several
+    (NaN rows ignored); frame pixels in the landmark-square convention."""
+    path = Path(str(source) + SIDECAR_SUFFIX)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: sidecar box file not found (--detector sidecar needs one beside each video)")
+    arr = np.load(path, allow_pickle=False).astype(np.float64)
+    if arr.ndim == 2:
+        arr = arr[:, None, :]
+    if arr.ndim != 3 or arr.shape[2] not in (4, 5):
+        raise ValueError(f"{path}: sidecar boxes must have shape (T, 4) or (T, M, 4|5), got {arr.shape}")
+    out = []
+    for row in arr:
+        row = row[np.isfinite(row[:, :4]).all(axis=1)]
+        if row.shape[1] == 4:
+            row = np.column_stack([row, np.ones(len(row))])
+        out.append(row)
+    return out
+
+
+def _clip_id(rec: SourceRecord, start: int, config: BuildConfig) -> str:
+    if rec.fixed_window or config.max_clips_per_video == 1:
+        return rec.source_id
+    return f"{rec.source_id}_{rec.frame_offset + start:06d}"
+
+
+def scan_source(config: BuildConfig, rec_dict: dict) -> dict:
+    """Stage 2 for one source; returns (and writes) its scan record."""
+    rec = SourceRecord.from_dict(rec_dict)
+    work = Path(config.work)
+    out_json = work / "scan" / f"{rec.source_id}.json"
+    st = Path(rec.path).stat()
+    # the configuration and the source file's identity (a changed file is scanned again)
+    key = config_hash([config.scan_key(), str(Path(rec.path).resolve()), st.st_size, st.st_mtime_ns])
+    if out_json.is_file():
+        done = read_json(out_json)
+        if (
+            done.get("key") == key
+            and done.get("status") in ("ok", "dropped")
+            and all(Path(c["video"]).is_file() for c in done.get("clips", []))
+        ):
+            done["resumed"] = True
+            return done
+    try:
+        result = _scan(config, rec, key)
+    except Exception as exc:  # one bad source must not stop the build
+        result = {"key": key, "source_id": rec.source_id, "status": "failed", "reason": error_text(exc), "clips": []}
+    write_json(out_json, result)
+    return result
+
+
+def _scan(config: BuildConfig, rec: SourceRecord, key: str) -> dict:
+    src = Path(rec.path)
+    fps = rec.fps
+    if fps <= 0:
+        raise ValueError(f"{src}: unknown frame rate")
+    cuts_det = ShotCutDetector(config.cut_threshold)
+    if config.detector == "sidecar":
+        dets = _sidecar_detections(src)
+        n = 0
+        for frame in iter_frames(src):
+            cuts_det.push(frame)
+            n += 1
+        if len(dets) != n:
+            raise ValueError(f"{src}{SIDECAR_SUFFIX}: {len(dets)} rows of boxes but the video has {n} frames")
+    else:
+        detector = _WORKER.get("injected_detector") or _get_detector(config)
+        dets = []
+        for frame in iter_frames(src):
+            cuts_det.push(frame)
+            dets.append(detector.detect(frame))
+        n = len(dets)
+    max_gap = max(1, int(round(config.max_gap * fps)))
+    crit = WindowCriteria(config.min_track_hits, config.min_coverage, max_gap, config.min_face)
+    tracks = track_faces(dets, cuts_det.cuts, iou_threshold=0.3, max_gap=max_gap)
+    base = {"key": key, "source_id": rec.source_id, "num_frames": n, "fps": fps, "cuts": cuts_det.cuts,
+            "tracks": len(tracks), "detections": int(sum(len(d) for d in dets))}  # fmt: skip
+    if rec.fixed_window:
+        track, why = diagnose_window(0, n, tracks, cuts_det.cuts, crit)
+        if track is None:
+            return {**base, "status": "dropped", "reason": why, "clips": []}
+        windows = [(0, n, track.box_series(0, n), track.hits_in(0, n) / n)]
+    else:
+        window_len = int(round(config.window * fps))
+        found, reasons = find_windows(n, tracks, cuts_det.cuts, window_len, crit, config.max_clips_per_video)
+        if not found:
+            return {
+                **base,
+                "status": "dropped",
+                "reason": "no usable window: " + ("; ".join(reasons[:3]) or "no face"),
+                "clips": [],
+            }
+        windows = [(w.start, w.stop, w.boxes, w.coverage) for w in found]
+    clips_dir = Path(config.work) / "clips"
+    clips = []
+    spans = []
+    for start, stop, boxes, cov in windows:
+        cid = _clip_id(rec, start, config)
+        if not VIDEO_ID_RE.match(cid):
+            raise ValueError(f"clip ID {cid!r} is not a safe file name")
+        box_path = clips_dir / f"{cid}.detboxes.npy"
+        with atomic_path(box_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, boxes)
+        video = src if rec.fixed_window else clips_dir / f"{cid}.mp4"
+        if not rec.fixed_window:
+            spans.append((start, stop, video))
+        clips.append({"clip_id": cid, "start": start, "stop": stop, "video": str(video), "det_boxes": str(box_path),
+                      "coverage": round(float(cov), 4)})  # fmt: skip
+    if spans:
+        counts = cut_clips(src, spans, fps)
+        for (start, stop, _), got in zip(spans, counts):
+            if got != stop - start:
+                raise ValueError(
+                    f"{src}: wrote {got} frames for window {start}-{stop - 1} (source shorter than decoded?)"
+                )
+    return {**base, "status": "ok", "reason": "", "clips": clips}
+
+
+# ------------------------------------------------------------------------------------------------ stage: label
+def label_clip_item(config: BuildConfig, item: dict) -> dict:
+    """Stage 3 for one clip; returns (and writes) its label record."""
+    work = Path(config.work)
+    cid = item["clip_id"]
+    rec_path = work / "labels" / f"{cid}.json"
+    key = config_hash([config.label_key(), item["scan_key"], item["start"], item["stop"]])
+    if rec_path.is_file():
+        done = read_json(rec_path)
+        if (
+            done.get("key") == key
+            and done.get("status") in ("ok", "dropped")
+            and (done["status"] == "dropped" or (work / "labels" / f"{cid}.npz").is_file())
+        ):
+            done["resumed"] = True
+            return done
+    t0 = time.perf_counter()
+    try:
+        result = _label(config, item, key)
+    except Exception as exc:
+        result = {"key": key, "clip_id": cid, "status": "failed", "reason": error_text(exc)}
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(rec_path, result)
+    return result
+
+
+def _label(config: BuildConfig, item: dict, key: str) -> dict:
+    work = Path(config.work)
+    cid = item["clip_id"]
+    injected = _WORKER.get("injected_oracle")
+    oracle, box_oracle = (injected, injected) if injected is not None else _get_oracle(config)
+    det = np.load(item["det_boxes"])
+    video = Path(item["video"])
+    fps = float(item["fps"])
+    res = (
+        O.label_clip(oracle, video, det, cid, fps, passes=1, smooth=config.box_smooth, batch_size=config.batch_size)
+        if config.passes == 1
+        else None
+    )
+    if res is None:
+        # box-deriving passes (no TTA), then the final pass with the full oracle on the derived boxes
+        pre = O.label_clip(
+            box_oracle,
+            video,
+            det,
+            cid,
+            fps,
+            passes=config.passes - 1,
+            smooth=config.box_smooth,
+            batch_size=config.batch_size,
+        )
+        boxes = O.smooth_boxes(square_box(landmarks_box(pre.landmarks)), config.box_smooth)
+        lm, var = O.run_oracle(oracle, video, boxes, cid, fps, config.batch_size)
+        side = np.maximum(pre.boxes[:, 2] - pre.boxes[:, 0], 1e-6)
+        moved = (
+            np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - (pre.boxes[:, :2] + pre.boxes[:, 2:]) / 2, axis=1) / side
+        )
+        res = O.OracleResult(lm, boxes, var, config.passes, pre.box_shift + [float(np.median(moved))])
+    lm, boxes, var = res.landmarks, res.boxes, res.variance
+    base = {"key": key, "clip_id": cid, "num_frames": int(len(lm)), "num_points": int(lm.shape[1]),
+            "box_shift": [round(v, 5) for v in res.box_shift], "scheme": getattr(oracle, "scheme", None)}  # fmt: skip
+    reason = _quality_problem(lm, det, item)
+    if reason:
+        return {**base, "status": "dropped", "reason": reason}
+    save_npz(work / "labels" / f"{cid}.npz", landmarks=lm, boxes=boxes, variance=var)
+    per_frame = var.mean(axis=1)
+    return {
+        **base,
+        "status": "ok",
+        "reason": "",
+        "variance": float(var.mean()),
+        "variance_p90_frame": float(np.percentile(per_frame, 90)),
+    }
+
+
+def _quality_problem(lm: np.ndarray, det: np.ndarray, item: dict) -> str:
+    """Why the oracle's labels of a clip cannot be used ('' when they can)."""
+    if not np.isfinite(lm).all():
+        bad = np.flatnonzero(~np.isfinite(lm).reshape(len(lm), -1).all(axis=1))
+        return f"oracle returned non-finite landmarks (frame {int(bad[0])})"
+    w, h = item["width"], item["height"]
+    if w and h:
+        outside = ((lm[..., 0] < -0.5) | (lm[..., 0] > w - 0.5) | (lm[..., 1] < -0.5) | (lm[..., 1] > h - 0.5)).mean(
+            axis=1
+        )
+        worst = int(np.argmax(outside))
+        if outside[worst] > item.get("max_outside", 0.05):
+            return f"face partly outside the frame ({100 * outside[worst]:.0f}% of landmarks at frame {worst})"
+    # the oracle must have found the face the detector tracked: centre of its landmark square inside the detection
+    sq = square_box(landmarks_box(lm))
+    c = (sq[:, :2] + sq[:, 2:]) / 2
+    dc = (det[:, :2] + det[:, 2:4]) / 2
+    dside = np.maximum(det[:, 2] - det[:, 0], 1e-6)
+    off = np.linalg.norm(c - dc, axis=1) / dside
+    size = np.maximum(sq[:, 2] - sq[:, 0], 1e-6) / dside
+    bad = (off > 0.5) | (size < 0.5) | (size > 2.0)
+    if bad.mean() > 0.1:
+        return f"oracle landmarks disagree with the tracked face ({100 * bad.mean():.0f}% of frames)"
+    return ""

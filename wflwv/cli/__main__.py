@@ -1,0 +1,5 @@
+"""``python -m wflwv.cli``: the same as the ``wflwv`` command."""
+
+from wflwv.cli import main
+
+main()

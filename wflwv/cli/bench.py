@@ -1,0 +1,145 @@
+"""``wflwv bench``: score a model on NME / NMF per clip and per split, optionally with temporal filters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wflwv.benchmark.harness import BenchError, run_benchmark
+from wflwv.cli.common import demo_data, parse_kv
+from wflwv.filters import parse_filter_options
+from wflwv.models import check_model_name, create_model
+from wflwv.protocol.layout import DatasetError
+
+__all__ = ["bench"]
+
+
+def _default_out(model: str, args: dict[str, Any], data: str) -> Path:
+    tag = hashlib.sha256(
+        json.dumps([model, args, str(Path(data).resolve())], sort_keys=True, default=str).encode()
+    ).hexdigest()[:8]
+    return Path("runs") / f"{model}-{tag}"
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    header = f"{'result set':<40} {'split':<5} {'videos':>6} {'failed':>6} {'NME %':>8} {'NMF':>9} {'FR@0.1':>7} {'AUC@0.1':>8}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for label, s in summary["sets"].items():
+        for split, agg in s["splits"].items():
+
+            def f(key, fmt, agg=agg):
+                v = agg.get(key)
+                return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+
+            click.echo(
+                f"{label[:40]:<40} {split:<5} {agg['videos']:>6} {agg['failed']:>6} {f('nme', '8.4f')} {f('nmf', '9.3f')} "
+                f"{f('fr_0.1', '7.4f')} {f('auc_0.1', '8.4f')}"
+            )
+    stats = {
+        k[len("stat_") : -len("_mean")]: v
+        for k, v in summary["sets"]["none"]["splits"]["all"].items()
+        if k.startswith("stat_") and k.endswith("_mean") and v is not None
+    }
+    if stats:
+        click.echo("model statistics, mean per frame: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
+    click.echo(f"\nresults: {out}/per_video.csv, {out}/per_video.parquet, {out}/summary.json")
+
+
+@click.command("bench")
+@click.option("--model", "model_name", required=True, help="Registered model name (see `wflwv models`).")
+@click.option(
+    "--model-arg",
+    "model_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Argument for the model factory; repeatable (e.g. weights=ckpt.pt).",
+)
+@click.option("--rwr", is_flag=True, help="Recurrence without Recurrence: same as --model-arg rwr=true (LDEQ).")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset folder in the official WFLW-V layout. Default: the demo dataset (fetched and built on first use).",
+)
+@click.option(
+    "--split", default="all", show_default=True, help="hard, easy, all, or a file with one video ID per line."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder (default: runs/<model>-<hash of model, args and data>). Re-running into it resumes.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--batch-videos",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clips processed together (frame t of each in one batch); does not change results.",
+)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Temporal filter on the predictions, e.g. one-euro:min_cutoff=1.0,beta=0.1 or a sweep ema:alpha=0.2|0.4; repeatable.",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["inter-ocular", "inter-pupil", "box-diagonal"]),
+    default="inter-ocular",
+    show_default=True,
+    help="NME normaliser.",
+)
+@click.option("--overwrite", is_flag=True, help="Discard results of a different configuration found in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench(model_name, model_args, rwr, data, split, out, device, batch_videos, filters, norm, overwrite, quiet):
+    """Score a model on NME and NMF, per clip and per split (hard / easy / all).
+
+    Writes per-video results (CSV and parquet), the predictions, and summary.json with provenance to --out.
+    """
+    try:
+        check_model_name(model_name)  # before anything is fetched or built
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="--model") from None
+    args = parse_kv(model_args)
+    if rwr:
+        args["rwr"] = True
+    try:
+        settings = parse_filter_options(filters) if filters else []
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    if data is None:
+        data = demo_data()
+    if out is None:
+        out = _default_out(model_name, args, str(data))
+    try:
+        model = create_model(model_name, **args)
+    except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)) from None
+    try:
+        summary = run_benchmark(
+            model,
+            data,
+            out,
+            split=split,
+            device=device,
+            batch_videos=batch_videos,
+            filters=settings,
+            norm=norm,
+            model_spec={"name": model_name, "args": args},
+            progress=not quiet,
+            overwrite=overwrite,
+        )
+    except (BenchError, DatasetError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_summary(summary, out)
+    failed = summary["sets"]["none"]["splits"]["all"]["failed"]
+    if failed:
+        click.echo(f"{failed} clip(s) failed; their reasons are in the 'error' column of per_video.csv", err=True)

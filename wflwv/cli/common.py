@@ -1,0 +1,39 @@
+"""What several commands share: ``key=value`` options, the demo dataset fallback, and turning library errors into
+command-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wflwv.build.demo import DemoError, ensure_demo_dataset
+from wflwv.config import parse_assignments
+
+__all__ = ["DEMO_HINT", "parse_kv", "demo_data", "echo_err"]
+
+DEMO_HINT = "no --data given: using the demo dataset (real faces, see `wflwv demo`)"
+
+
+def echo_err(msg: str) -> None:
+    """A progress or log message on standard error (results go to standard output)."""
+    click.echo(msg, err=True)
+
+
+def parse_kv(items: Iterable[str], what: str = "--model-arg") -> dict[str, Any]:
+    """``key=value`` options -> dict (:func:`wflwv.config.parse_assignments`), as a click usage error when malformed."""
+    try:
+        return parse_assignments(items, what)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (example: {what} jitter=2.0)", param_hint=what) from None
+
+
+def demo_data() -> Path:
+    """The demo dataset (fetched and built on first use)."""
+    echo_err(f"{DEMO_HINT} (built in the cache on first use)")
+    try:
+        return ensure_demo_dataset(log=echo_err)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
