@@ -13,7 +13,7 @@
       summary.json             run.json plus, for every result set, per-split aggregates
 
 Units: ``nme`` in percent of the normaliser (inter-ocular by default), ``nmf`` as the released evaluation code
-computes it (see README, "Metrics"), FR and AUC as fractions.
+computes it (see docs/metrics.md), FR and AUC as fractions.
 """
 
 from __future__ import annotations
