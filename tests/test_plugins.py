@@ -14,8 +14,6 @@ import pytest
 from wflwv.models import create_model, list_models, register_model
 from wflwv.models.registry import _REGISTRY
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
 
 def _install_fake_distribution(site: Path) -> None:
     """A separately installed package as pip leaves it: a module plus a .dist-info with entry_points.txt."""
@@ -111,17 +109,3 @@ def test_register_decorator_and_errors():
             create_model("nope")
     finally:
         _REGISTRY.pop("test-dummy-xyz", None)
-
-
-def test_readme_add_your_own_model_example_runs(tmp_path, monkeypatch):
-    text = README.read_text()
-    section = text.split("## Add your own model", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert blocks, "the README section 'Add your own model' must contain a python example"
-    monkeypatch.chdir(tmp_path)
-    try:
-        exec(compile("\n".join(blocks), "README-example", "exec"), {"__name__": "readme_example"})
-    finally:
-        for name in [n for n, e in _REGISTRY.items() if e.source == "readme_example"]:
-            _REGISTRY.pop(name)
-    assert list(tmp_path.rglob("per_video.csv")), "the README example should bench its model"
