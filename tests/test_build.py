@@ -466,3 +466,9 @@ def test_a_registered_network_serves_as_an_oracle_member(face_site, tmp_path):
     ref = dlib_reference(list(iter_frames(clip.video_path)))
     assert nme(clip.landmarks, ref).mean() < 0.08  # two members that mostly agree on a real face
     assert np.load(out / "variance" / f"{s.hard[0]}.npy").mean() > 0
+
+
+def test_config_hash_does_not_depend_on_int_or_float_spelling(tmp_path):
+    a = B.BuildConfig(out=tmp_path, local=[tmp_path], min_face=20, window=5)
+    b = B.BuildConfig(out=tmp_path, local=[tmp_path], min_face=20.0, window=5.0)
+    assert a.scan_key() == b.scan_key() and a.label_key() == b.label_key()

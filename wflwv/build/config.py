@@ -71,6 +71,9 @@ class BuildConfig:
         self.search = [self.search] if isinstance(self.search, str) else list(self.search)
         self.members = [self.members] if isinstance(self.members, str) else list(self.members)
         self.work = Path(self.work).expanduser() if self.work else self.out / ".build"
+        # numbers enter the configuration hashes: 20 and 20.0 must be the same setting
+        for name in ("window", "cut_threshold", "min_coverage", "max_gap", "min_face", "max_outside"):
+            setattr(self, name, float(getattr(self, name)))
 
     def check(self) -> None:
         """Raise :class:`BuildError` for inconsistent options, saying what to change."""
