@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from wflwv.benchmark.harness import BenchError, run_benchmark
+from wflwv.benchmark.harness import BenchError, RunLockedError, run_benchmark
 from wflwv.cli.common import demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
@@ -137,7 +137,7 @@ def bench(model_name, model_args, rwr, data, split, out, device, batch_videos, f
             progress=not quiet,
             overwrite=overwrite,
         )
-    except (BenchError, DatasetError) as exc:
+    except (BenchError, DatasetError, RunLockedError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary, out)
     failed = summary["sets"]["none"]["splits"]["all"]["failed"]
