@@ -355,7 +355,7 @@ def run_benchmark(
         initial=skipped,
         unit="clip",
         desc=f"bench {identity['model']['name']}",
-        disable=not progress,
+        disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
     )
     t0, frames_done = time.time(), 0
     groups = [todo[i : i + batch_videos] for i in range(0, len(todo), batch_videos)]
@@ -393,8 +393,8 @@ def run_benchmark(
             for a in results:
                 rec = _finish_clip(run, a, model_scheme, data_scheme, norm)
                 frames_done += rec["frames"] if rec["status"] == "ok" else 0
-                bar.update(1)
-                bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}")
+                bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}", refresh=False)
+                bar.update(1)  # one redraw per clip, with the new rate
     bar.close()
     return rescore(run, dataset, video_ids, [None] + [_setting_from_dict(f) for f in known_filters.values()], norm)
 

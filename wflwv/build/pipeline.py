@@ -131,7 +131,7 @@ def _build(config: BuildConfig, detector: Any, oracle: Any, downloader: Download
         _WORKER["injected_oracle"] = oracle
 
     def progress(desc):
-        return lambda it: tqdm(it, desc=desc, disable=not config.progress, leave=True)
+        return lambda it: tqdm(it, desc=desc, disable=None if config.progress else True, leave=True)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()

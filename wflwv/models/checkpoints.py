@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from wflwv.io import atomic_path
 from wflwv.models.archs import config_from_dict, get_arch
@@ -399,7 +400,7 @@ def _notice_shipped(arch: str, path: Path) -> None:
     if arch in _NOTICED or multiprocessing.parent_process() is not None:  # workers: the parent said it already
         return
     _NOTICED.add(arch)
-    print(
+    tqdm.write(  # clears and redraws any progress bar, so the notice gets a line of its own
         f"{arch}: no weights given, using the shipped demo weights {path.name} (iBUG-68, trained on the demo's still "
         f"images; see {path.parent / 'MODEL_CARD.md'}). Pass weights=PATH for your own, weights=none for random.",
         file=sys.stderr,
