@@ -172,7 +172,7 @@ def torch_load(
     if kind == "missing":
         raise FileNotFoundError(f"{what} not found: {p} (check the path; weights are not downloaded automatically)")
     if kind not in ("torch", "torch-legacy"):
-        raise CheckpointError(f"{p} is {desc}; {expected}")
+        raise CheckpointError(f"{p} is not a readable torch checkpoint: it is {desc}; {expected}")
     allowed = list(SAFE_GLOBALS) + list(extra_safe_globals)
     try:
         with torch.serialization.safe_globals(allowed):
@@ -189,10 +189,12 @@ def torch_load(
                 "it with plain types only (e.g. the configuration as a dict, arrays as tensors)."
             ) from None
         if isinstance(exc, (EOFError, OSError)) or "EOF" in msg or "truncated" in msg.lower():
-            raise CheckpointError(f"{p} is {desc} but it is truncated ({p.stat().st_size} bytes); {expected}") from None
+            raise CheckpointError(
+                f"{p} is not a readable torch checkpoint: it is {desc}, truncated ({p.stat().st_size} bytes); {expected}"
+            ) from None
         raise CheckpointError(
-            f"{p} is {desc} but torch cannot read it ({type(exc).__name__}: the file is damaged or was written by "
-            f"an incompatible version); {expected}"
+            f"{p} is not a readable torch checkpoint: it is {desc}, but damaged or written by an incompatible "
+            f"version of torch ({type(exc).__name__}); {expected}"
         ) from None
 
 
