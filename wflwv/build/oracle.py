@@ -29,6 +29,7 @@ __all__ = [
     "parse_member",
     "build_oracle",
     "build_members",
+    "check_oracle",
     "smooth_boxes",
     "OracleResult",
     "run_oracle",
@@ -62,6 +63,30 @@ def build_oracle(members: Sequence[str | tuple | LandmarkModel], tta: Sequence[s
 def build_members(members: Sequence[str | tuple | LandmarkModel]) -> list[LandmarkModel]:
     """Create the member models once (``"NAME"``, ``"NAME:WEIGHTS"``, ``(name, weights[, kwargs])`` or models)."""
     return [build_member(parse_member(m) if isinstance(m, str) else m) for m in members]
+
+
+def check_oracle(members: Sequence[str], tta: Sequence[str] | str | None, device: str = "cpu") -> None:
+    """Build every member and the ensemble once, so that a bad member fails before a build scans anything.
+
+    Raises:
+        ValueError: naming the member (or the test-time augmentations) and what is wrong with it: unknown model
+            (with close names), missing or unreadable weights file, bad arguments, missing dependency.
+    """
+    built = []
+    for spec in members:
+        try:
+            name, weights = parse_member(spec) if isinstance(spec, str) else (spec, None)
+            built.append(build_member(name if weights is None else (name, weights)))
+        except KeyError as exc:  # unknown model: its message lists the models and close names
+            raise ValueError(f"oracle member {spec!r}: {exc.args[0] if exc.args else exc}") from None
+        except (TypeError, ValueError, OSError, RuntimeError, ImportError) as exc:
+            raise ValueError(f"oracle member {spec!r} cannot be created: {exc}") from None
+    try:
+        build_oracle(built, tta, device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"the oracle ensemble of {', '.join(map(str, members))} (--tta {tta or 'none'}): {exc}"
+        ) from None
 
 
 def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:

@@ -34,9 +34,10 @@ from tqdm.auto import tqdm
 
 from wflwv.build.acquire import AcquireResult, Downloader, acquire_ranges, acquire_search, local_sources, parse_ranges
 from wflwv.build.config import BuildConfig, BuildError, BuildSummary
+from wflwv.build.oracle import check_oracle
 from wflwv.build.publish import format_summary, publish, render_overlay
 from wflwv.build.stages import _WORKER, label_clip_item, run_parallel, scan_source
-from wflwv.io import provenance, write_json
+from wflwv.io import folder_lock, provenance, write_json
 
 __all__ = ["BuildConfig", "BuildSummary", "BuildError", "build_dataset", "format_summary", "render_overlay"]
 
@@ -100,8 +101,23 @@ def build_dataset(
         downloader: a ready :class:`~wflwv.build.acquire.Downloader` (tests map IDs to a local server).
         log: where progress messages go (default: nowhere).
     Injected objects run every stage in this process (``workers`` is ignored for them).
+
+    The oracle is built once before anything else, so a bad member fails at once and nothing is written; the
+    output folder is then locked for the whole build (a second build into it is refused, naming this one).
+    Raises:
+        BuildError: bad options or oracle members; FolderLockedError: another process is building into ``out``.
     """
     config.check()
+    if oracle is None:
+        try:
+            check_oracle(config.members, config.tta, config.device)
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
+    with folder_lock(config.out, command="wflwv build", other="another --out"):
+        return _build(config, detector, oracle, downloader, log)
+
+
+def _build(config: BuildConfig, detector: Any, oracle: Any, downloader: Downloader | None, log) -> BuildSummary:
     say = log or (lambda msg: None)
     root, work = Path(config.out), Path(config.work)
     root.mkdir(parents=True, exist_ok=True)
@@ -115,7 +131,7 @@ def build_dataset(
         _WORKER["injected_oracle"] = oracle
 
     def progress(desc):
-        return lambda it: tqdm(it, desc=desc, disable=not config.progress, leave=True)
+        return lambda it: tqdm(it, desc=desc, disable=None if config.progress else True, leave=True)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()

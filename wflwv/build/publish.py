@@ -136,7 +136,7 @@ def publish(
     for cid in known - set(publish):
         _remove_clip(root, cid)
     by_id = {it["clip_id"]: it for it in items}
-    for cid in tqdm(publish, desc="publish", disable=not config.progress or not publish):
+    for cid in tqdm(publish, desc="publish", disable=None if config.progress and publish else True):
         _publish_clip(root, cid, Path(by_id[cid]["video"]), work / "labels" / f"{cid}.npz")
     write_split(root, "hard", hard)
     write_split(root, "easy", easy)
@@ -220,7 +220,7 @@ def format_summary(s: BuildSummary) -> str:
     c = s.counts
     t = s.timings
     lines = [
-        f"dataset: {s.out}  (scheme {s.scheme or '?'})",
+        f"dataset: {s.out} (scheme {s.scheme or 'none: no clip was kept'})",
         f"sources: {c['sources']} ({c['sources_failed']} failed or rejected)",
         f"clips: {c['candidate_clips']} candidates, {c['labelled']} labelled, {c['kept']} kept "
         f"(hard {c['hard']}, easy {c['easy']})",

@@ -65,7 +65,9 @@ def run_parallel(fn: Callable, items: list, config: BuildConfig, desc: str, inli
     """Apply ``fn(config, item)`` to every item (in worker processes unless ``inline``), with a progress bar.
     Results come back in the items' order."""
     results: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not config.progress or not items, leave=True)
+    bar = tqdm(
+        total=len(items), desc=desc, unit="item", disable=None if config.progress and items else True, leave=True
+    )
     try:
         if inline or config.workers <= 1 or len(items) <= 1:
             if not inline:

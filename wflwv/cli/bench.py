@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from wflwv.benchmark.harness import BenchError, run_benchmark
+from wflwv.benchmark.harness import BenchError, RunLockedError, run_benchmark
 from wflwv.cli.common import demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
@@ -25,21 +25,34 @@ def _default_out(model: str, args: dict[str, Any], data: str) -> Path:
     return Path("runs") / f"{model}-{tag}"
 
 
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    header = f"{'result set':<40} {'split':<5} {'videos':>6} {'failed':>6} {'NME %':>8} {'NMF':>9} {'FR@0.1':>7} {'AUC@0.1':>8}"
+def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = None) -> None:
+    """The per-split table of the result sets ``show`` (default: all), labels never cut, and a note on the sets
+    of earlier calls that the folder holds but the table leaves out."""
+    labels = [label for label in summary["sets"] if show is None or label in show]
+    width = max([len("result set")] + [len(label) for label in labels])
+    header = (
+        f"{'result set':<{width}} {'split':<5} {'videos':>6} {'failed':>6} {'NME %':>8} {'NMF':>9} {'FR@0.1':>7} "
+        f"{'AUC@0.1':>8}"
+    )
     click.echo(header)
     click.echo("-" * len(header))
-    for label, s in summary["sets"].items():
-        for split, agg in s["splits"].items():
+    for label in labels:
+        for split, agg in summary["sets"][label]["splits"].items():
 
             def f(key, fmt, agg=agg):
                 v = agg.get(key)
                 return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
 
             click.echo(
-                f"{label[:40]:<40} {split:<5} {agg['videos']:>6} {agg['failed']:>6} {f('nme', '8.4f')} {f('nmf', '9.3f')} "
-                f"{f('fr_0.1', '7.4f')} {f('auc_0.1', '8.4f')}"
+                f"{label:<{width}} {split:<5} {agg['videos']:>6} {agg['failed']:>6} {f('nme', '8.4f'):>8} "
+                f"{f('nmf', '9.3f'):>9} {f('fr_0.1', '7.4f'):>7} {f('auc_0.1', '8.4f'):>8}"
             )
+    hidden = [label for label in summary["sets"] if label not in labels]
+    if hidden:
+        click.echo(
+            f"({len(hidden)} filter setting{'s' * (len(hidden) > 1)} from earlier calls into {out} not shown: "
+            f"{', '.join(hidden[:3])}{', ...' if len(hidden) > 3 else ''}; --all-sets shows them)"
+        )
     stats = {
         k[len("stat_") : -len("_mean")]: v
         for k, v in summary["sets"]["none"]["splits"]["all"].items()
@@ -99,7 +112,14 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Discard results of a different configuration found in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench(model_name, model_args, rwr, data, split, out, device, batch_videos, filters, norm, overwrite, quiet):
+@click.option(
+    "--all-sets",
+    is_flag=True,
+    help="Print every result set in --out, including filter settings of earlier calls (default: this call's).",
+)
+def bench(
+    model_name, model_args, rwr, data, split, out, device, batch_videos, filters, norm, overwrite, quiet, all_sets
+):
     """Score a model on NME and NMF, per clip and per split (hard / easy / all).
 
     Writes per-video results (CSV and parquet), the predictions, and summary.json with provenance to --out.
@@ -137,9 +157,9 @@ def bench(model_name, model_args, rwr, data, split, out, device, batch_videos, f
             progress=not quiet,
             overwrite=overwrite,
         )
-    except (BenchError, DatasetError) as exc:
+    except (BenchError, DatasetError, RunLockedError) as exc:
         raise click.ClickException(str(exc)) from None
-    _print_summary(summary, out)
+    _print_summary(summary, out, show=None if all_sets else ["none"] + [st.label for st in settings])
     failed = summary["sets"]["none"]["splits"]["all"]["failed"]
     if failed:
         click.echo(f"{failed} clip(s) failed; their reasons are in the 'error' column of per_video.csv", err=True)

@@ -7,7 +7,10 @@ from pathlib import Path
 import click
 
 from wflwv.build.acquire import DownloadOptions
+from wflwv.build.oracle import parse_member
 from wflwv.build.pipeline import BuildConfig, BuildError, build_dataset, format_summary
+from wflwv.io import FolderLockedError
+from wflwv.models import check_model_name
 
 __all__ = ["build", "parse_rate"]
 
@@ -213,6 +216,11 @@ def build(**opts):
       wflwv build --out data/cc --search "interview" --max-results 50 --hard-k 10 --easy-k 10
     """
     quiet = opts.pop("quiet")
+    for spec in list(opts["oracle"]) + list(opts["members"]):  # before anything is downloaded, scanned or written
+        try:
+            check_model_name(parse_member(spec)[0])
+        except (KeyError, ValueError) as exc:
+            raise click.BadParameter(str(exc.args[0] if exc.args else exc), param_hint="--member") from None
     if "{id}" not in opts["url_template"]:
         raise click.BadParameter("must contain {id}", param_hint="--url-template")
     download = {k: opts.pop(k) for k in _DOWNLOAD_OPTIONS}
@@ -227,6 +235,10 @@ def build(**opts):
     config = BuildConfig(**opts, download=DownloadOptions(**download), progress=not quiet)
     try:
         summary = build_dataset(config, log=None if quiet else (lambda m: click.echo(m, err=True)))
-    except (BuildError, ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except (BuildError, ValueError, FileNotFoundError, KeyError, RuntimeError, FolderLockedError) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)) from None
     click.echo(format_summary(summary))
+    if not summary.counts.get("kept"):
+        raise click.ClickException(
+            f"the build produced no clip in {summary.out}: see the reasons above and in {summary.out / 'manifest.csv'}"
+        )

@@ -19,6 +19,7 @@ from wflwv.benchmark.results import UNFILTERED, RunDir
 __all__ = [
     "ReportError",
     "ReportRun",
+    "REFERENCE_CLASSES",
     "SPLIT_ORDER",
     "display_name",
     "parse_labels",
@@ -45,6 +46,14 @@ RUN_COLOURS = (
     "#BCBD22",  # olive
     "#17BECF",  # cyan
 )
+
+
+#: classes of the reference models (:attr:`ReportRun.is_reference`)
+REFERENCE_CLASSES = ("wflwv.models.sanity.OracleModel", "wflwv.models.sanity.MeanShapeModel")
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else None
 
 
 class ReportError(ValueError):
@@ -109,6 +118,22 @@ class ReportRun:
     def sets(self) -> dict[str, Any]:
         """``{set label: {"filter": None | {"name", "params"}, "splits": {...}}}`` from summary.json."""
         return self.summary.get("sets", {})
+
+    @property
+    def model_class(self) -> str:
+        return str(self.identity.get("model", {}).get("class") or "")
+
+    @property
+    def is_reference(self) -> bool:
+        """True for the sanity models that do not look at the image the way a trained model does: the ``oracle``
+        (returns the labels) and ``mean-shape`` (one fixed face). The jittered ``perturbed-oracle`` is not one."""
+        return self.model_class in REFERENCE_CLASSES
+
+    @property
+    def label_floor(self) -> dict[str, Any] | None:
+        """The dataset's label-flicker floor recorded with the run (summary.json ``label_floor``), if any."""
+        floor = self.summary.get("label_floor", self.info.get("label_floor"))
+        return floor if isinstance(floor, dict) and _number(floor.get("nmf")) is not None else None
 
     def split_stats(self, set_label: str = UNFILTERED, split: str = "all") -> dict[str, Any] | None:
         """The aggregates of one result set on one split, or None when absent."""

@@ -14,13 +14,22 @@ from pathlib import Path
 import numpy as np
 
 import wflwv.reports.figures as F
+import wflwv.reports.stats as S
 import wflwv.reports.tables as T
 from wflwv.benchmark.results import UNFILTERED
 from wflwv.protocol.layout import DatasetError, WFLWVDataset
 from wflwv.protocol.video import VideoError, iter_frames
 from wflwv.reports.html import Figure, Overlay, PageContent, write_html
 from wflwv.reports.load import ReportError, ReportRun, dataset_warnings, load_runs, parse_labels, splits_of
-from wflwv.reports.selection import clip_landmark_nmf, common_clips, mean_face_shape, pick_clip, pick_landmark
+from wflwv.reports.reading import floor_warnings, how_to_read, resolve_label_floor
+from wflwv.reports.selection import (
+    clip_landmark_nmf,
+    common_clips,
+    compared_runs,
+    mean_face_shape,
+    pick_clip,
+    pick_landmark,
+)
 from wflwv.reports.video import write_overlay
 from wflwv.schemes import get_scheme
 
@@ -34,6 +43,7 @@ class ReportResult:
     Attributes:
         index: the HTML page.
         files: paths by kind: ``nme_nmf``, ``flicker_map``, ``trajectory``, ``overlay``, ``tables`` (PNG/SVG/MP4/GIF/CSV/MD).
+        label_floor: the label floor shown (``label_floor`` of the runs' summary.json or of dataset.json), if known.
         warnings: the warnings shown on the page (different datasets, skipped parts...).
         clips: the clips shown in trajectories and overlays.
         landmarks: ``{clip: [landmark indices]}`` shown in the trajectory plots.
@@ -47,6 +57,7 @@ class ReportResult:
     warnings: list[str] = field(default_factory=list)
     clips: list[str] = field(default_factory=list)
     landmarks: dict[str, list[int]] = field(default_factory=dict)
+    label_floor: dict | None = None
 
 
 def _safe(name: str) -> str:
@@ -156,20 +167,34 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[Path]] = {k: [] for k in ("tables", "nme_nmf", "flicker_map", "trajectory", "overlay")}
     norm = runs[0].norm
+    splits = splits_of(runs)
+
+    # ---- how sure the numbers are, and what they can be compared with ---------------------------------------------
+    dataset_info = ds.info if ds is not None else {}
+    floor, problem = resolve_label_floor(runs, dataset_info)
+    if problem:
+        warn(problem)
+    floor_nmf = float(floor["nmf"]) if floor else None
+    for w in floor_warnings(runs, floor, splits):
+        warn(w)
+    say(f"bootstrap intervals over clips ({S.N_RESAMPLES} resamples)")
+    uncertainty = S.uncertainty_table(runs, splits, (base.run, base.set))
+    reading = how_to_read(runs, dataset_info, floor, uncertainty, base.name)
 
     # ---- tables ------------------------------------------------------------------------------------------------
     say(f"tables (baseline: {base.name})")
-    results = T.results_table(runs, base)
+    results = T.results_table(runs, base, floor_nmf, uncertainty)
     clips = T.clip_table(runs)
-    paths = T.write_tables(results, clips, [r.label for r in runs], base, out, norm)
+    paths = T.write_tables(
+        results, clips, [r.label for r in runs], base, out, norm, uncertainty=uncertainty, reading=reading.paragraphs
+    )
     files["tables"] = list(paths.values())
 
     # ---- NME vs NMF ----------------------------------------------------------------------------------------------
-    splits = splits_of(runs)
     scatter = []
     for split in splits:
         say(f"figure: NME vs NMF, {split} split")
-        png, svg = F.plot_nme_nmf(runs, split, out / f"nme_nmf_{split}")
+        png, svg = F.plot_nme_nmf(runs, split, out / f"nme_nmf_{split}", label_floor=floor_nmf)
         files["nme_nmf"] += [png, svg]
         scatter.append(Figure(f"NME vs NMF, {split} split", png, [svg]))
 
@@ -226,7 +251,15 @@ def build_report(
                 nmf=per_lm,
             )
             files["trajectory"] += [png, svg]
-            why = "" if videos else " (the clip where the runs' NMF differ most)"
+            compared = compared_runs(runs)
+            left_out = [r.label for r in runs if r not in compared]
+            if videos:
+                why = ""
+            elif len(compared) > 1:
+                why = f" (the clip where the NMF of {', '.join(r.label for r in compared)} differ most"
+                why += f"; {', '.join(left_out)} left out as reference models)" if left_out else ")"
+            else:
+                why = f" (the clip where {compared[0].label} flickers most)"
             which = "" if landmarks else "; the landmark that flickers most in this clip"
             trajectories.append(
                 Figure(
@@ -272,9 +305,11 @@ def build_report(
         overlays=overlays,
         table_files=files["tables"],
         warnings=warn_list,
+        reading=reading,
+        label_floor=floor_nmf,
     )
     index = write_html(content, out / "index.html")
-    return ReportResult(out, index, runs, base.name, files, warn_list, chosen, chosen_lms)
+    return ReportResult(out, index, runs, base.name, files, warn_list, chosen, chosen_lms, floor)
 
 
 def get_num_points(scheme: str) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput, imagenet_normalise
-from wflwv.models.checkpoints import load_arch_checkpoint, load_state_dict_strict, resolve_default_weights
+from wflwv.models.checkpoints import load_arch_checkpoint, load_state_dict_strict, resolve_default_weights, seeded_init
 from wflwv.models.ldeq.config import LDEQConfig
 from wflwv.models.ldeq.net import LDEQNet
 
@@ -31,6 +31,8 @@ class LDEQModel(LandmarkModel):
         solver, max_iters, tol, stop_mode: forward solver settings (None: from the weights' config / defaults);
             ``tol`` is the tolerance of ``stop_mode`` (relative for "rel"/"either", absolute for "abs").
         device: torch device.
+        seed: the random initialisation without weights (recorded in :meth:`config`, so a run without weights
+            is reproducible and a resumed run cannot mix two networks).
         config_overrides: any other :class:`LDEQConfig` field (e.g. ``injection_width=8`` for tiny tests).
 
     Every sample is solved independently (per-sample stopping and caps), so batch composition never changes
@@ -48,6 +50,7 @@ class LDEQModel(LandmarkModel):
         stop_mode: str | None = None,
         device: str | torch.device = "cpu",
         rwr_full_first_frame: bool = True,
+        seed: int = 0,
         **config_overrides: Any,
     ):
         weights = resolve_default_weights("ldeq", weights, custom_architecture=bool(config_overrides))
@@ -78,7 +81,9 @@ class LDEQModel(LandmarkModel):
             raise ValueError(
                 f"the harness model needs 98 (wflw98) or 68 (ibug68) landmarks, got num_landmarks={cfg.num_landmarks}"
             )
-        self.net = LDEQNet(cfg)
+        self.seed = int(seed)
+        with seeded_init(self.seed):
+            self.net = LDEQNet(cfg)
         if state_dict is not None:
             load_state_dict_strict(self.net, state_dict, source=str(weights))
         else:
@@ -92,6 +97,8 @@ class LDEQModel(LandmarkModel):
     def config(self) -> dict[str, Any]:
         d = self.cfg.to_dict()
         d.update({"weights": self.weights, "rwr": self.rwr, "rwr_full_first_frame": self.rwr_full_first_frame})
+        if self.weights is None:  # randomly initialised: the seed decides the network
+            d["seed"] = self.seed
         return d
 
     @torch.no_grad()
