@@ -367,7 +367,16 @@ def _two_images():
 
 def test_batch_equals_one_at_a_time_with_per_sample_stopping():
     torch.manual_seed(0)
-    m = _tiny_model(solver="anderson", max_iters=30, tol=1e-4, rwr=True, rwr_full_first_frame=True, rwr_max_iters=3)
+    m = _tiny_model(
+        solver="anderson",
+        max_iters=30,
+        tol=1e-4,
+        rwr=True,
+        rwr_full_first_frame=True,
+        rwr_max_iters=3,
+        sequential=False,
+    )
+    assert m.config()["label_tags"] == ["full first frame", "batched"]
     _make_contractive(m.net)
     imgs = _two_images()
     both = m.predict(imgs, [None, None], _frames(2))
@@ -386,6 +395,26 @@ def test_batch_equals_one_at_a_time_with_per_sample_stopping():
     evals = both.stats_numpy()["cell_evals"]
     assert (evals == it + 2).all()  # anderson: x0, f(x0), one mixed iterate per iteration
     assert mixed.stats_numpy()["cell_evals"].tolist() == [evals[0], warm.stats_numpy()["cell_evals"][0]]
+
+
+def test_sequential_mode_is_bitwise_independent_of_the_batch_and_threads():
+    torch.manual_seed(0)
+    m = _tiny_model(solver="fpi", max_iters=4, tol=0.3, rwr=True)
+    assert m.sequential and m.config()["sequential"] is True
+    imgs = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    torch.set_num_threads(2)  # the fixture restores the count afterwards
+    both = m.predict(imgs, [None] * 3, _frames(3))
+    assert torch.get_num_threads() == 2  # the model ran on one thread and gave the count back
+    torch.set_num_threads(1)
+    for i in range(3):
+        one = m.predict(imgs[i : i + 1], [None], _frames(1))
+        assert np.array_equal(one.landmarks_numpy()[0], both.landmarks_numpy()[i])
+        assert torch.equal(one.states[0], both.states[i])
+    batched = _tiny_model(solver="fpi", max_iters=4, tol=0.3, rwr=True, sequential=False)
+    batched.net.load_state_dict(m.net.state_dict())
+    np.testing.assert_allclose(
+        batched.predict(imgs, [None] * 3, _frames(3)).landmarks_numpy(), both.landmarks_numpy(), atol=1e-3
+    )
 
 
 def test_rwr_on_identical_frames_runs_the_released_budget_unless_early_exit():

@@ -30,6 +30,12 @@ class LDEQModel(LandmarkModel):
             frame from zeros, every later frame from the previous frame's output heatmaps (the clip's state).
         rwr_max_iters: solver iterations per frame under RwR (default: the config's, 1 as released).
         rwr_full_first_frame: not released: give a clip's first frame the full ``max_iters`` solve instead.
+        sequential: evaluate the network one sample at a time on one CPU thread, as the released sequential
+            evaluation computes, so that the float rounding -- and with it every number -- is the same whatever
+            ``--batch-videos`` and the machine's thread count (convolution kernels round differently for other
+            batch sizes and thread counts). False: one batched call using every thread (faster; the same numbers up
+            to rounding, which RwR on a trained model keeps at rounding level but the random reference
+            checkpoint amplifies to pixels within a few frames).
         solver, max_iters, tol, stop_mode: forward solver settings (None: from the weights' config); ``tol`` is the
             tolerance of ``stop_mode`` (relative for "rel"/"either", absolute for "abs").
         device: torch device.
@@ -53,6 +59,7 @@ class LDEQModel(LandmarkModel):
         stop_mode: str | None = None,
         device: str | torch.device = "cpu",
         rwr_full_first_frame: bool = False,
+        sequential: bool = True,
         **config_overrides: Any,
     ):
         if "rwr_iters" in config_overrides:
@@ -80,6 +87,7 @@ class LDEQModel(LandmarkModel):
         self.cfg = cfg
         self.rwr = bool(rwr)
         self.rwr_full_first_frame = bool(rwr_full_first_frame)
+        self.sequential = bool(sequential)
         self.scheme = {98: "wflw98", 68: "ibug68"}.get(cfg.num_landmarks, "")
         if not self.scheme:
             raise ValueError(
@@ -105,11 +113,20 @@ class LDEQModel(LandmarkModel):
             out.append("full first frame")
         if self.cfg.stop_mode == "either":
             out.append("stop either")
+        if not self.sequential:
+            out.append("batched")
         return out
 
     def config(self) -> dict[str, Any]:
         d = self.cfg.to_dict()
-        d.update({"weights": self.weights, "rwr": self.rwr, "rwr_full_first_frame": self.rwr_full_first_frame})
+        d.update(
+            {
+                "weights": self.weights,
+                "rwr": self.rwr,
+                "rwr_full_first_frame": self.rwr_full_first_frame,
+                "sequential": self.sequential,
+            }
+        )
         d["label_tags"] = self.not_released()  # a report shows these next to the model's name
         return d
 
@@ -140,7 +157,7 @@ class LDEQModel(LandmarkModel):
                         "(states must be what this model returned for the previous frame)"
                     )
                 z0[i] = s
-        out = self.net(x, z0=z0, max_iters=budget, differentiable=False)
+        out = self._run(x, z0, budget)
         heat = out["heatmaps"]
         landmarks = out["keypoints"] * images.shape[-1]
         return ModelOutput(
@@ -153,3 +170,23 @@ class LDEQModel(LandmarkModel):
             },
             heatmaps=heat[:, : c.num_landmarks],
         )
+
+    def _run(self, x: torch.Tensor, z0: torch.Tensor, budget: torch.Tensor) -> dict[str, Any]:
+        """The network on the batch: one call, or (``sequential``) one call per sample on one CPU thread."""
+        if not self.sequential:
+            return self.net(x, z0=z0, max_iters=budget, differentiable=False)
+        threads = torch.get_num_threads()
+        one_thread = x.device.type == "cpu" and threads != 1
+        if one_thread:
+            torch.set_num_threads(1)
+        try:
+            outs = [self.net(x[i : i + 1], z0=z0[i : i + 1], max_iters=budget[i : i + 1], differentiable=False)
+                    for i in range(x.shape[0])]  # fmt: skip
+        finally:
+            if one_thread:
+                torch.set_num_threads(threads)
+        return {k: torch.cat([o[k] for o in outs]) for k in _PER_SAMPLE}
+
+
+#: the per-sample entries of :meth:`LDEQNet.forward`'s output that :meth:`LDEQModel.predict` reads
+_PER_SAMPLE = ("keypoints", "heatmaps", "solver_iters", "cell_evals", "residual")
