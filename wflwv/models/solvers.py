@@ -264,12 +264,22 @@ def _jinv_rmatvec(U: torch.Tensor, V: torch.Tensor, x: torch.Tensor) -> torch.Te
 
 #: name -> solver (see :class:`SolverSpec`)
 SPECS: dict[str, SolverSpec] = {
-    "fpi": SolverSpec("fpi", 0, False, True, False, {}, lambda z0, max_evals: None, _fpi_step),
-    "anderson": SolverSpec(
-        "anderson", 2, True, False, True, {"m": 6, "lam": 1e-4, "beta": 1.0}, _anderson_start, _anderson_step
-    ),
-    "broyden": SolverSpec("broyden", 1, True, False, False, {}, _broyden_start, _broyden_step),
-}
+    spec.name: spec
+    for spec in (
+        SolverSpec(
+            name="fpi", warmup=0, return_best=False, answer_is_next=True, eps_inside=False, options={},
+            start=lambda z0, max_evals: None, step=_fpi_step,
+        ),
+        SolverSpec(
+            name="anderson", warmup=2, return_best=True, answer_is_next=False, eps_inside=True,
+            options={"m": 6, "lam": 1e-4, "beta": 1.0}, start=_anderson_start, step=_anderson_step,
+        ),
+        SolverSpec(
+            name="broyden", warmup=1, return_best=True, answer_is_next=False, eps_inside=False, options={},
+            start=_broyden_start, step=_broyden_step,
+        ),
+    )
+}  # fmt: skip
 
 _ALIASES = {"fixed_point_iteration": "fpi", "fixed-point": "fpi"}
 
