@@ -1,9 +1,11 @@
 """The benchmark harness: run any :class:`~wflwv.models.LandmarkModel` over WFLW-V clips and score it.
 
 For each clip the harness decodes the video, crops every frame with the protocol, runs the model over the frames
-in order carrying the model's per-clip state, maps predictions back to frame pixels, converts them to the
-dataset's landmark scheme (e.g. a 98-point model on 68-point data), and records per-clip metrics, predictions
-and per-frame model statistics in the run folder (:mod:`wflwv.benchmark.results`). ``batch_videos`` clips are
+in order carrying the model's per-clip state, maps predictions back to frame pixels, scores them in the dataset's
+landmark scheme (a 98-point model on 68-point data: its predictions converted) or, when the model has fewer points
+than the data (a 68-point model on 98-point data), in the model's scheme with the ground truth converted (run.json
+records the ``scoring_scheme``), and records per-clip metrics, predictions and per-frame model statistics in the
+run folder (:mod:`wflwv.benchmark.results`). ``batch_videos`` clips are
 processed together, frame t of each in one batch. Filters (:mod:`wflwv.filters`) are post-processing of the
 saved predictions, so adding filter settings to a finished run does not run the model again.
 
@@ -15,6 +17,7 @@ again.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Iterable, Sequence
@@ -128,7 +131,7 @@ def evaluate_set(
     """
     label = UNFILTERED if setting is None else setting.label
     rows, frames_nme, per_lm = [], {}, {}
-    scheme = dataset.scheme
+    scheme = get_scheme((run.read_run() or {}).get("scoring_scheme") or dataset.scheme)
     cache = {} if cache is None else cache
 
     for vid in video_ids:
@@ -142,7 +145,8 @@ def evaluate_set(
         if rec.get("status") == "ok":
             try:
                 if "pred" not in entry:
-                    entry["pred"], entry["gt"] = run.load_predictions(vid)["landmarks"], dataset.load(vid).landmarks
+                    gt = convert_landmarks(dataset.load(vid).landmarks, dataset.scheme, scheme)
+                    entry["pred"], entry["gt"] = run.load_predictions(vid)["landmarks"], gt
                 pred, gt = entry["pred"], entry["gt"]
                 if setting is not None:
                     pred = apply_filter(setting, pred, fps=rec["fps"])
@@ -228,7 +232,7 @@ def _run_batch(
 
 
 def _finish_clip(
-    run: RunDir, a: _Active, model_scheme: LandmarkScheme, data_scheme: LandmarkScheme, norm: str
+    run: RunDir, a: _Active, model_scheme: LandmarkScheme, data_scheme: LandmarkScheme, norm: str, score: LandmarkScheme
 ) -> dict[str, Any]:
     clip = a.loaded.clip
     rec: dict[str, Any] = {
@@ -240,8 +244,9 @@ def _finish_clip(
         "error": a.error,
     }
     if a.error is None:
-        pred = convert_landmarks(np.stack(a.preds), model_scheme, data_scheme)
-        metrics, nme_frames = score_clip(pred, clip.landmarks, data_scheme, norm)
+        pred = convert_landmarks(np.stack(a.preds), model_scheme, score)
+        gt = convert_landmarks(clip.landmarks, data_scheme, score)
+        metrics, nme_frames = score_clip(pred, gt, score, norm)
         rec.update(status="ok", **metrics)
         stats = {f"stat_{k}": np.asarray(v) for k, v in a.stats.items()}
         for k, v in stats.items():
@@ -306,10 +311,7 @@ def run_benchmark(
         raise BenchError(str(exc)) from None
     data_scheme = dataset.scheme
     model_scheme = get_scheme(model.scheme) if model.scheme is not None else data_scheme
-    try:
-        convert_landmarks(np.zeros((1, model_scheme.num_points, 2)), model_scheme, data_scheme)
-    except ValueError as exc:
-        raise BenchError(f"model {model.name!r} cannot be scored on {dataset.root}: {exc}") from None
+    score = _scoring_scheme(model, model_scheme, dataset)
     video_ids = dataset.ids(split)
     if not video_ids:
         raise BenchError(f"{dataset.root}: split {split!r} has no clips")
@@ -343,6 +345,7 @@ def run_benchmark(
             "identity": identity,
             "config": {"split": split, "device": str(dev), "batch_videos": batch_videos},
             "filters": list(known_filters.values()),
+            "scoring_scheme": score.name,
             "provenance": provenance(),
         }
     )
@@ -391,12 +394,31 @@ def run_benchmark(
                     tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
                     results = [_Active(loaded[0], error=f"model raised {tb}")]
             for a in results:
-                rec = _finish_clip(run, a, model_scheme, data_scheme, norm)
+                rec = _finish_clip(run, a, model_scheme, data_scheme, norm, score)
                 frames_done += rec["frames"] if rec["status"] == "ok" else 0
                 bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}", refresh=False)
                 bar.update(1)  # one redraw per clip, with the new rate
     bar.close()
     return rescore(run, dataset, video_ids, [None] + [_setting_from_dict(f) for f in known_filters.values()], norm)
+
+
+def _scoring_scheme(model: LandmarkModel, model_scheme: LandmarkScheme, dataset: WFLWVDataset) -> LandmarkScheme:
+    """The scheme a run is scored in: the dataset's, or the model's when only the ground truth can be converted."""
+    probe = np.zeros((1, dataset.scheme.num_points, 2))
+    try:
+        convert_landmarks(np.zeros((1, model_scheme.num_points, 2)), model_scheme, dataset.scheme)
+        return dataset.scheme
+    except ValueError as exc:
+        try:
+            convert_landmarks(probe, dataset.scheme, model_scheme)
+        except ValueError:
+            raise BenchError(f"model {model.name!r} cannot be scored on {dataset.root}: {exc}") from None
+    print(
+        f"note: model {model.name!r} predicts {model_scheme.name} landmarks; the {dataset.scheme.name} ground truth "
+        f"of {dataset.root} is converted to {model_scheme.name} and the run is scored in {model_scheme.name}",
+        file=sys.stderr,
+    )
+    return model_scheme
 
 
 def _setting_from_dict(d: dict[str, Any]):

@@ -4,8 +4,9 @@
 
     OUT/
       run.json                 provenance (git hash, package versions, command), resolved configuration, dataset
-                               fingerprint, requested filter settings
-      predictions/ID.npz       landmarks (T, K, 2) in frame pixels and the dataset's scheme, ``nme_frames`` (T,)
+                               fingerprint, requested filter settings, ``scoring_scheme``
+      predictions/ID.npz       landmarks (T, K, 2) in frame pixels and the scoring scheme (the dataset's, or the
+                               model's when it has fewer points; then the ground truth is converted), ``nme_frames`` (T,)
                                per-frame NME as fractions, ``stat_<name>`` (T,) per-frame model statistics
       clips/ID.json            the unfiltered per-clip record (also the resume marker; written last, atomically)
       per_video.csv / .parquet one row per (filter setting, clip): filter, video_id, split, frames, fps, status,

@@ -108,7 +108,9 @@ class ReportRun:
 
     @property
     def scheme(self) -> str | None:
-        return self.identity.get("dataset", {}).get("scheme")
+        """The scheme the run was scored and its predictions stored in (``scoring_scheme``; older runs: the
+        dataset's)."""
+        return self.info.get("scoring_scheme") or self.identity.get("dataset", {}).get("scheme")
 
     @property
     def norm(self) -> str:
@@ -176,15 +178,19 @@ class ReportRun:
 
 
 def display_name(model: Mapping[str, Any]) -> str:
-    """The name of a model as shown in reports: ``identity.model.name`` plus ``" + RwR"`` when its args say rwr.
+    """The name of a model as shown in reports: ``identity.model.name`` plus ``" + RwR"`` when its args say rwr, and
+    the model's ``label_tags`` (options that differ from the released behaviour) in brackets.
 
-    >>> display_name({"name": "ldeq", "args": {"rwr": True}})
-    'ldeq + RwR'
+    >>> display_name({"name": "ldeq", "args": {"rwr": True}, "config": {"label_tags": ["early exit"]}})
+    'ldeq + RwR [early exit]'
     """
     name = str(model.get("name") or model.get("class") or "model")
     args = model.get("args") or {}
     if _truthy(args.get("rwr")):
         name += " + RwR"
+    tags = (model.get("config") or {}).get("label_tags") or []
+    if tags:
+        name += f" [{', '.join(map(str, tags))}]"
     return name
 
 

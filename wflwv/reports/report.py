@@ -31,7 +31,7 @@ from wflwv.reports.selection import (
     pick_landmark,
 )
 from wflwv.reports.video import write_overlay
-from wflwv.schemes import get_scheme
+from wflwv.schemes import convert_landmarks, get_scheme
 
 __all__ = ["ReportResult", "build_report"]
 
@@ -204,7 +204,7 @@ def build_report(
     if ds is not None:
         try:
             ids = common_clips(runs)[:50] or runs[0].ok_clips()[:50]
-            gts = [ds.load(v).landmarks for v in ids]
+            gts = [convert_landmarks(ds.load(v).landmarks, ds.scheme, scheme) for v in ids]
             if gts and gts[0].shape[1] == len(F.template_shape(scheme)):
                 shape, shape_note = mean_face_shape(gts), f"mean ground-truth shape of {len(gts)} clips"
         except Exception as exc:  # the map still works on the template face
@@ -227,21 +227,27 @@ def build_report(
                 clip = ds.load(vid)
             except Exception as exc:
                 raise ReportError(f"clip {vid}: cannot read its ground truth from {ds.root}: {exc}") from None
+            try:  # the ground truth in the runs' scoring scheme
+                gt = convert_landmarks(clip.landmarks, ds.scheme, scheme)
+            except ValueError as exc:
+                raise ReportError(
+                    f"clip {vid}: {ds.root} cannot be compared with the runs: {exc}; pass --data"
+                ) from None
             preds = {r.label: r.predictions(vid) for r in runs}  # ReportError names the run without predictions
             for label, p in preds.items():
-                if p.shape[1:] != clip.landmarks.shape[1:]:
+                if p.shape[1:] != gt.shape[1:]:
                     raise ReportError(
                         f"run '{label}': predictions of clip {vid} have shape {p.shape}, the ground truth "
-                        f"{clip.landmarks.shape}: the run was scored on another dataset; pass --data"
+                        f"{gt.shape}: the run was scored on another dataset; pass --data"
                     )
-            per_lm = clip_landmark_nmf(clip.landmarks, preds)
+            per_lm = clip_landmark_nmf(gt, preds)
             lms = list(dict.fromkeys(int(x) for x in landmarks)) or [pick_landmark(per_lm)]
             chosen_lms[vid] = lms
             fps = _clip_fps(runs, vid)
             say(f"figure: trajectories of clip {vid}, landmark{'s' * (len(lms) > 1)} {', '.join(map(str, lms))}")
             png, svg = F.plot_trajectories(
                 vid,
-                clip.landmarks,
+                gt,
                 preds,
                 {r.label: r.colour for r in runs},
                 lms,
@@ -274,7 +280,7 @@ def build_report(
                 try:
                     mp4, gif, n = write_overlay(
                         iter_frames(clip.video_path),
-                        clip.landmarks,
+                        gt,
                         preds,
                         {r.label: r.colour for r in runs},
                         scheme,
