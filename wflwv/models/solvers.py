@@ -146,8 +146,9 @@ class SolverSpec:
         options: the solver's own keyword arguments and their defaults.
         start: ``start(z0_flat (N, d), max_evaluations, **options) -> state`` (any object).
         step: ``step(state, rows, k, x, fx, go, **options) -> next iterates (G, d)``: after the rows ``rows`` (M,)
-            evaluated their k-th iterate (0-based, (M,)) ``x`` (M, d) with values ``fx`` (M, d), the next iterate
-            of the rows ``rows[go]`` that go on.
+            (None: all N rows in order) evaluated their k-th iterate (0-based int: the rows still running started
+            together and have all made k evaluations) ``x`` (M, d) with values ``fx`` (M, d), the next iterate of
+            the rows ``rows[go]`` that go on (``go`` (M,) bool, or None: all of them).
     """
 
     name: str
@@ -160,8 +161,14 @@ class SolverSpec:
     step: Callable[..., torch.Tensor]
 
 
+def _rows(rows: torch.Tensor | None, go: torch.Tensor | None, n: int, device) -> torch.Tensor:
+    """The batch positions of the rows that go on (``rows`` None: every row; ``go`` None: all of ``rows``)."""
+    r = torch.arange(n, device=device) if rows is None else rows
+    return r if go is None else r[go]
+
+
 def _fpi_step(state, rows, k, x, fx, go):
-    return fx[go]
+    return fx if go is None else fx[go]
 
 
 def _anderson_start(z0, max_evals, m, lam, beta):
@@ -169,9 +176,9 @@ def _anderson_start(z0, max_evals, m, lam, beta):
         raise ValueError(f"anderson needs a history m >= 2, got m={m}")
     n, d = z0.shape
     m = int(m)
-    return {  # circular history of the iterates and their values
-        "X": torch.zeros(n, m, d, dtype=z0.dtype, device=z0.device),
-        "F": torch.zeros(n, m, d, dtype=z0.dtype, device=z0.device),
+    return {  # circular history of the iterates and their values (a slot is written before it is read)
+        "X": torch.empty(n, m, d, dtype=z0.dtype, device=z0.device),
+        "F": torch.empty(n, m, d, dtype=z0.dtype, device=z0.device),
     }
 
 
@@ -179,17 +186,17 @@ def _anderson_step(state, rows, k, x, fx, go, m, lam, beta):
     X, F = state["X"], state["F"]
     m = int(m)
     slot = k % m
-    X[rows, slot] = x
-    F[rows, slot] = fx.to(X.dtype)
-    rows, kk = rows[go], k[go] + 1  # kk: iterates in the history now
-    nxt = torch.empty(rows.numel(), X.shape[2], dtype=X.dtype, device=X.device)
-    first = kk == 1  # only x0 known: the next iterate is f(x0)
-    nxt[first] = F[rows[first], 0]
-    hist = torch.clamp(kk, max=m)
-    for n_hist in torch.unique(hist[~first]).tolist():  # rows with the same history length share one solve
-        sel = (~first) & (hist == n_hist)
-        nxt[sel] = _anderson_mix(X[rows[sel], :n_hist], F[rows[sel], :n_hist], lam, beta)
-    return nxt
+    if rows is None:
+        X[:, slot], F[:, slot] = x, fx
+    else:
+        X[rows, slot], F[rows, slot] = x, fx
+    if k == 0:  # only x0 known: the next iterate is f(x0)
+        return _fpi_step(state, rows, k, x, fx, go)
+    n_hist = min(k + 1, m)
+    if rows is None and go is None:  # every row goes on: mix the history in place, no gathering copy
+        return _anderson_mix(X[:, :n_hist], F[:, :n_hist], lam, beta)
+    r = _rows(rows, go, X.shape[0], X.device)
+    return _anderson_mix(X[r, :n_hist], F[r, :n_hist], lam, beta)
 
 
 def _anderson_mix(Xh: torch.Tensor, Fh: torch.Tensor, lam: float, beta: float) -> torch.Tensor:
@@ -229,21 +236,19 @@ def _broyden_step(state, rows, k, x, fx, go):
     Sherman-Morrison rank-one update per step, stored as ``-I + sum_t u_t v_t^T``.
     """
     g = (fx - x).to(x.dtype)
-    rows, x, g, k = rows[go], x[go], g[go], k[go]
+    if go is not None:
+        x, g = x[go], g[go]
+    rows = _rows(rows, go, state["U"].shape[0], x.device)
     U, V = state["U"], state["V"]
-    used = int(k.max()) if k.numel() else 0  # slots 0..k-1 hold a row's updates after this step's update
-    Ur, Vr = U[rows, :used], V[rows, :used]
-    upd = k >= 1  # rows that have made a step before: update the inverse Jacobian from it
-    if bool(upd.any()):
+    Ur, Vr = U[rows, :k], V[rows, :k]  # slots 0..k-1 hold a row's updates after this step's update
+    if k >= 1:  # the rows have made a step before: update the inverse Jacobian from it
         dx, dg = x - state["x"][rows], g - state["g"][rows]
         vT = _jinv_rmatvec(Ur, Vr, dx)  # dx^T J^-1
         u = (dx - _jinv_matvec(Ur, Vr, dg)) / (vT * dg).sum(dim=1, keepdim=True)
         u = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
         vT = torch.nan_to_num(vT, nan=0.0, posinf=0.0, neginf=0.0)
-        slot = k[upd] - 1
-        U[rows[upd], slot], V[rows[upd], slot] = u[upd], vT[upd]
-        ar = torch.arange(rows.numel(), device=x.device)[upd]
-        Ur[ar, slot], Vr[ar, slot] = u[upd], vT[upd]
+        U[rows, k - 1], V[rows, k - 1] = u, vT
+        Ur[:, k - 1], Vr[:, k - 1] = u, vT
     state["x"][rows], state["g"][rows] = x, g
     return x - _jinv_matvec(Ur, Vr, g)
 
@@ -314,6 +319,30 @@ def _budget(max_iter, n: int, device) -> torch.Tensor:
     return b
 
 
+def _put(dst: torch.Tensor, rows: torch.Tensor | None, src) -> None:
+    """``dst[rows] = src``; ``rows`` None: every row (a copy or fill, no indexing)."""
+    if rows is not None:
+        dst[rows] = src
+    elif isinstance(src, torch.Tensor):
+        dst.copy_(src)
+    else:
+        dst.fill_(src)
+
+
+def _get(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return t if rows is None else t[rows]
+
+
+def _in_autocast(f: Callable, device_type: str, dtype: torch.dtype) -> Callable:
+    """``f`` run under ``torch.autocast(device_type, dtype)``."""
+
+    def g(*args):
+        with torch.autocast(device_type, dtype=dtype):
+            return f(*args)
+
+    return g
+
+
 def _caller(f: Callable, pass_index: bool, n: int):
     """``call(z_rows, idx, z_full)``: f on rows ``idx`` whose values are ``z_rows`` (``z_full``: every row's)."""
 
@@ -357,6 +386,14 @@ def solve(
     Returns:
         ``(z_star (N, ...), SolverStats)``.
     """
+    dev_type = z0.device.type
+    if torch.is_autocast_enabled(dev_type):  # only f runs in reduced precision; the solver's own arithmetic does not
+        with torch.autocast(dev_type, enabled=False):
+            return solve(
+                _in_autocast(f, dev_type, torch.get_autocast_dtype(dev_type)), z0, solver=solver, max_iter=max_iter,
+                tol_rel=tol_rel, tol_abs=tol_abs, stop_mode=stop_mode, return_best=return_best, early_exit=early_exit,
+                final_eval=final_eval, pass_index=pass_index, **solver_options,
+            )  # fmt: skip
     spec = solver_spec(solver)
     unknown = sorted(set(solver_options) - set(spec.options))
     if unknown:
@@ -383,7 +420,6 @@ def solve(
     z = flat0.clone()  # each row's next iterate to evaluate
     last_f = torch.full_like(flat0, nan) if spec.answer_is_next and not best else None
     evals = torch.zeros(n, dtype=torch.long, device=dev)
-    active = budget > 0
     converged = torch.zeros(n, dtype=torch.bool, device=dev)
     abs_trace = torch.full((e_max + 1, n), nan, dtype=rdt, device=dev)
     rel_trace = torch.full((e_max + 1, n), nan, dtype=rdt, device=dev)
@@ -394,35 +430,58 @@ def solve(
     ans_key = torch.full((n,), float("inf"), dtype=rdt, device=dev)
     ans_eval = torch.zeros(n, dtype=torch.long, device=dev)
 
-    for _ in range(e_max):
-        idx = active.nonzero().squeeze(1)
-        if idx.numel() == 0:
+    # Rows start together and a stopped row never resumes, so every running row is at the same evaluation k. While
+    # every row runs (always, for a batch of one) the loop works on whole tensors; once some have stopped it gathers
+    # and scatters the running rows ``idx``. Both ways compute the same numbers.
+    idx = (budget > 0).nonzero().squeeze(1)  # the rows still running
+    n_run = idx.numel()
+    for k in range(e_max):
+        if n_run == 0:
             break
-        k = evals[idx]  # 0-based evaluation of each row
-        x = z[idx]
-        fx = call(x.reshape((-1,) + shape[1:]), idx, z.reshape(shape)).reshape(idx.numel(), -1).to(z.dtype)
+        every = n_run == n
+        rows = None if every else idx
+        x = z if every else z[idx]
+        fx = call(x.reshape((-1,) + shape[1:]), idx, z.reshape(shape)).reshape(n_run, -1).to(z.dtype)
         abs_r, rel_r = residuals(fx, x, spec.eps_inside)
-        abs_trace[k, idx], rel_trace[k, idx] = abs_r.to(rdt), rel_r.to(rdt)
-        evals[idx] = k + 1
-        cand = (k >= spec.warmup) | early_exit
-        key = torch.nan_to_num((abs_r if stop_mode == "abs" else rel_r).to(rdt), nan=float("inf"))
-        take = cand
-        if best:  # a lower residual than the answer so far (the first candidate always counts)
-            take = cand & ((key < ans_key[idx]) | (ans_eval[idx] == 0))
-        if bool(take.any()):
-            r = idx[take]
-            ans_z[r], ans_f[r] = x[take], fx[take]
-            ans_abs[r], ans_rel[r], ans_key[r] = abs_r[take].to(rdt), rel_r[take].to(rdt), key[take]
-            ans_eval[r] = k[take] + 1
+        abs_r, rel_r = abs_r.to(rdt), rel_r.to(rdt)
+        _put(abs_trace[k], rows, abs_r)
+        _put(rel_trace[k], rows, rel_r)
+        _put(evals, rows, k + 1)
+        stop = None
+        if k >= spec.warmup or early_exit:  # a candidate: it may become the answer and stop the row
+            key = torch.nan_to_num(abs_r if stop_mode == "abs" else rel_r, nan=float("inf"))
+            take = None  # None: every running row takes it
+            if best:  # a lower residual than the answer so far (the first candidate always counts)
+                take = (key < _get(ans_key, rows)) | (_get(ans_eval, rows) == 0)
+                take = None if bool(take.all()) else take
+            if take is None:
+                for dst, src in ((ans_z, x), (ans_f, fx), (ans_abs, abs_r), (ans_rel, rel_r), (ans_key, key)):
+                    _put(dst, rows, src)
+                _put(ans_eval, rows, k + 1)
+            elif bool(take.any()):
+                r = idx[take]
+                ans_z[r], ans_f[r] = x[take], fx[take]
+                ans_abs[r], ans_rel[r], ans_key[r] = abs_r[take], rel_r[take], key[take]
+                ans_eval[r] = k + 1
+            stop = {"rel": rel_r < tol_rel, "abs": abs_r < tol_abs}.get(stop_mode)
+            if stop is None:
+                stop = (rel_r < tol_rel) | (abs_r < tol_abs)
+            _put(converged, rows, stop)
         if last_f is not None:
-            last_f[idx] = fx
-        below = {"rel": rel_r < tol_rel, "abs": abs_r < tol_abs}.get(stop_mode, (rel_r < tol_rel) | (abs_r < tol_abs))
-        stop = cand & below
-        converged[idx] = stop
-        go = ~stop & (evals[idx] < cap[idx])
-        active[idx] = go
-        if bool(go.any()):
-            z[idx[go]] = spec.step(state, idx, k, x, fx, go, **opts).to(z.dtype)
+            _put(last_f, rows, fx)
+        go = _get(cap, rows) > k + 1
+        if stop is not None:
+            go &= ~stop
+        n_go = int(go.sum())
+        if n_go:
+            nxt = spec.step(state, rows, k, x, fx, None if n_go == n_run else go, **opts).to(z.dtype)
+            if n_go == n:
+                z = nxt
+            else:
+                z[idx if n_go == n_run else idx[go]] = nxt
+        if n_go < n_run:
+            idx = idx[go]
+        n_run = n_go
 
     if last_f is not None:  # fpi: the answer is the value after the last evaluation, unless early_exit took a candidate
         nxt = (evals > 0) & ~(converged & early_exit)
