@@ -12,6 +12,7 @@ from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput, imagenet_nor
 from wflwv.models.checkpoints import load_arch_checkpoint, load_state_dict_strict, resolve_default_weights, seeded_init
 from wflwv.models.ldeq.config import RWR_ITERS_RENAMED, LDEQConfig
 from wflwv.models.ldeq.net import LDEQNet
+from wflwv.models.ldeq.parallel import one_thread, run_tasks, split_convolutions
 
 __all__ = ["LDEQModel"]
 
@@ -30,12 +31,17 @@ class LDEQModel(LandmarkModel):
             frame from zeros, every later frame from the previous frame's output heatmaps (the clip's state).
         rwr_max_iters: solver iterations per frame under RwR (default: the config's, 1 as released).
         rwr_full_first_frame: not released: give a clip's first frame the full ``max_iters`` solve instead.
-        sequential: evaluate the network one sample at a time on one CPU thread, as the released sequential
-            evaluation computes, so that the float rounding -- and with it every number -- is the same whatever
-            ``--batch-videos`` and the machine's thread count (convolution kernels round differently for other
-            batch sizes and thread counts). False: one batched call using every thread (faster; the same numbers up
-            to rounding, which RwR on a trained model keeps at rounding level but the random reference
-            checkpoint amplifies to pixels within a few frames).
+        sequential: evaluate the network on each sample as a batch of one with one-threaded CPU kernels, as the
+            released sequential evaluation computes, so that the float rounding -- and with it every number -- is
+            the same whatever ``--batch-videos`` and the machine's thread count (convolution kernels round
+            differently for other batch sizes and thread counts). The samples of a batch are shared among
+            ``threads`` CPU threads, and a batch of one splits its large convolutions among them by output channels
+            (:mod:`wflwv.models.ldeq.parallel`): the same numbers as one sample after another on one thread. False:
+            one batched call using torch's own threads (the same numbers up to rounding, which RwR on a trained
+            model keeps at rounding level but a random network amplifies to pixels within a few frames). On a GPU
+            ``sequential`` makes one call per sample.
+        threads: CPU threads of the sequential evaluation (None: torch's thread count at each call; 1: one sample
+            after another on the calling thread). Never changes a number.
         solver, max_iters, tol, stop_mode: forward solver settings (None: from the weights' config); ``tol`` is the
             tolerance of ``stop_mode`` (relative for "rel"/"either", absolute for "abs").
         device: torch device.
@@ -47,7 +53,9 @@ class LDEQModel(LandmarkModel):
             ``injection_width=8`` for tiny tests.
 
     Every sample is solved independently (per-sample stopping and caps), so batch composition never changes
-    results. Stats per frame: ``solver_iters``, ``cell_evals``, ``residual``.
+    results. Stats per frame: ``solver_iters``, ``cell_evals``, ``residual``. Without RwR the model is
+    :attr:`stateless`: a frame's prediction does not depend on the clip's earlier frames, so a harness may pass
+    several frames of one clip in one call (the states it returns are then not needed).
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class LDEQModel(LandmarkModel):
         device: str | torch.device = "cpu",
         rwr_full_first_frame: bool = False,
         sequential: bool = True,
+        threads: int | None = None,
         seed: int = 0,
         **config_overrides: Any,
     ):
@@ -91,6 +100,9 @@ class LDEQModel(LandmarkModel):
         self.rwr = bool(rwr)
         self.rwr_full_first_frame = bool(rwr_full_first_frame)
         self.sequential = bool(sequential)
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1 (or None: torch's thread count), got {threads}")
+        self.threads = None if threads is None else int(threads)
         self.scheme = {98: "wflw98", 68: "ibug68"}.get(cfg.num_landmarks, "")
         if not self.scheme:
             raise ValueError(
@@ -137,17 +149,30 @@ class LDEQModel(LandmarkModel):
         d["label_tags"] = self.not_released()  # a report shows these next to the model's name
         return d
 
+    @property
+    def stateless(self) -> bool:
+        """True when a frame's prediction does not depend on earlier frames (no RwR): the harness may then batch
+        frames of one clip, and the states this model returns are not needed."""
+        return not self.rwr
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]) -> ModelOutput:
         """images: (N, 3, S, S) RGB in [0, 1]; states: N previous outputs (None at a clip's first frame)."""
-        c = self.cfg
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W) RGB, got {tuple(images.shape)}")
-        n = images.shape[0]
-        if len(states) != n:
-            raise ValueError(f"got {n} images but {len(states)} states")
+        if len(states) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(states)} states")
         self.net.eval()
         p = next(self.net.parameters())
+        if not (self.sequential and p.device.type == "cpu"):
+            return self._predict(images, states, p, threads=1)
+        threads = self.threads or torch.get_num_threads()  # the caller's count, read before going to one thread
+        with one_thread():  # everything on one thread: no wake-ups of idle threads for the small steps either
+            return self._predict(images, states, p, threads)
+
+    def _predict(self, images: torch.Tensor, states: Sequence[Any], p: torch.Tensor, threads: int) -> ModelOutput:
+        c = self.cfg
+        n = images.shape[0]
         x = imagenet_normalise(images.to(device=p.device, dtype=p.dtype))
         z0 = self.net.zeros(n)
         budget = torch.full((n,), c.rwr_max_iters if self.rwr else c.max_iters, dtype=torch.long, device=p.device)
@@ -164,7 +189,7 @@ class LDEQModel(LandmarkModel):
                         "(states must be what this model returned for the previous frame)"
                     )
                 z0[i] = s
-        out = self._run(x, z0, budget)
+        out = self._run(x, z0, budget, threads)
         heat = out["heatmaps"]
         landmarks = out["keypoints"] * images.shape[-1]
         return ModelOutput(
@@ -178,20 +203,23 @@ class LDEQModel(LandmarkModel):
             heatmaps=heat[:, : c.num_landmarks],
         )
 
-    def _run(self, x: torch.Tensor, z0: torch.Tensor, budget: torch.Tensor) -> dict[str, Any]:
-        """The network on the batch: one call, or (``sequential``) one call per sample on one CPU thread."""
+    def _run(self, x: torch.Tensor, z0: torch.Tensor, budget: torch.Tensor, threads: int) -> dict[str, Any]:
+        """The network on the batch: one call, or (``sequential``) one call per sample, on CPU spread over
+        ``threads`` threads of one-threaded kernels (samples, or a single sample's large convolutions)."""
         if not self.sequential:
             return self.net(x, z0=z0, max_iters=budget, differentiable=False)
-        threads = torch.get_num_threads()
-        one_thread = x.device.type == "cpu" and threads != 1
-        if one_thread:
-            torch.set_num_threads(1)
-        try:
-            outs = [self.net(x[i : i + 1], z0=z0[i : i + 1], max_iters=budget[i : i + 1], differentiable=False)
-                    for i in range(x.shape[0])]  # fmt: skip
-        finally:
-            if one_thread:
-                torch.set_num_threads(threads)
+
+        def one(i: int):
+            return lambda: self.net(x[i : i + 1], z0=z0[i : i + 1], max_iters=budget[i : i + 1], differentiable=False)
+
+        n = x.shape[0]
+        if x.device.type != "cpu":
+            outs = [one(i)() for i in range(n)]
+        elif n == 1:
+            with split_convolutions(threads):
+                outs = [one(0)()]
+        else:
+            outs = run_tasks([one(i) for i in range(n)], threads)
         return {k: torch.cat([o[k] for o in outs]) for k in _PER_SAMPLE}
 
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from wflwv.models.ldeq.config import CELL_NORMS, GRAD_MODES, LDEQConfig
 from wflwv.models.ldeq.implicit import attach_implicit_backward, unrolled_forward
+from wflwv.models.ldeq.parallel import current_splitter
 from wflwv.models.solvers import SolverStats, residuals, solve
 
 __all__ = ["LDEQNet", "heatmaps_to_keypoints", "normalise_heatmaps"]
@@ -71,7 +72,8 @@ class _ConvBlock(nn.Module):
             self.norm = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.act(self.conv(x)))
+        split = current_splitter()  # set by the harness model to share large convolutions among CPU threads
+        return self.norm(self.act(self.conv(x)) if split is None else split(self.conv, x, self.act))
 
 
 class _Hourglass(nn.Module):
@@ -320,12 +322,14 @@ class LDEQNet(nn.Module):
         diff = (self.training and torch.is_grad_enabled()) if differentiable is None else bool(differentiable)
         with torch.set_grad_enabled(diff):
             feats = self.features(x)
+        # the equilibrium is iterated at the parameters' precision even where autocast computes the cell in less
+        zdt = torch.promote_types(feats.dtype, next(self.parameters()).dtype)
         if z0 is None:
-            z0 = self.zeros(n, device=x.device, dtype=feats.dtype)
+            z0 = self.zeros(n, device=x.device, dtype=zdt)
         exp_shape = (n, c.z_width, c.heatmap_size, c.heatmap_size)
         if tuple(z0.shape) != exp_shape:
             raise ValueError(f"z0 must have shape {exp_shape}, got {tuple(z0.shape)}")
-        z0 = z0.detach().to(feats.dtype)
+        z0 = z0.detach().to(zdt)
         gm = grad_mode or c.grad_mode
         if gm not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {gm!r}")

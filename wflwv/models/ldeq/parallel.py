@@ -1,0 +1,173 @@
+"""Several CPU threads for LDEQ inference without changing a single bit of its numbers.
+
+Torch's own intra-op threads change rounding (a one-by-one convolution's matrix product sums in another order on
+two threads than on one, and the convolution backend chosen depends on the thread count), and RwR on a random
+network amplifies such differences to pixels. So every kernel here runs on **one** thread, as the sequential
+evaluation's, and the parallelism is above the kernels:
+
+* :func:`run_tasks` -- independent tasks (the samples of a batch, each solved as a batch of one) shared by the
+  calling thread and a pool of helper threads (torch releases the GIL inside its kernels);
+* :func:`split_convolutions` -- for a batch of one: a large convolution is computed as a few convolutions over
+  slices of its output channels on those threads and concatenated (a slice's outputs are the same numbers as the
+  whole convolution's; ``tests/test_ldeq.py`` checks it).
+
+Work is handed out dynamically: the calling thread takes tasks too and never waits for a helper that has not
+started, so a busy machine costs at most the task a descheduled helper holds. CPU only: on a GPU the model makes
+batched calls instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["one_thread", "run_tasks", "split_convolutions", "convolution_splitter", "CHANNEL_ALIGN"]
+
+#: output-channel slices start at multiples of this (the channel blocking of the x86 convolution kernels)
+CHANNEL_ALIGN = 16
+#: a convolution is split only into slices of at least this many multiply-adds (smaller ones cost more to hand
+#: over than they save)
+MIN_SLICE_MACS = 2_000_000
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+_SPLIT: ContextVar[Callable[..., torch.Tensor] | None] = ContextVar("ldeq_convolution_split", default=None)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread in this block (the caller's count is given back afterwards)."""
+    n = torch.get_num_threads()
+    if n != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n != 1:
+            torch.set_num_threads(n)
+
+
+def _helper_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _pool(helpers: int) -> ThreadPoolExecutor:
+    """The shared helper threads (at least ``helpers`` of them; grown on demand, never shrunk)."""
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < helpers:
+            old = _POOL
+            _POOL = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="wflwv-ldeq", initializer=_helper_init)
+            _POOL_SIZE = helpers
+            if old is not None:
+                old.shutdown(wait=False)
+        return _POOL
+
+
+def _callers_modes(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` wrapped to run under the calling thread's grad / inference / CPU autocast modes (all thread-local)."""
+    grad = torch.is_grad_enabled()
+    inference = torch.is_inference_mode_enabled()
+    autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
+    def run() -> Any:
+        if torch.get_num_threads() != 1:  # a helper thread always computes on one thread
+            torch.set_num_threads(1)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode() if inference else torch.set_grad_enabled(grad))
+            if autocast is not None:
+                stack.enter_context(torch.autocast("cpu", dtype=autocast))
+            return fn()
+
+    return run
+
+
+def run_tasks(tasks: Sequence[Callable[[], Any]], threads: int) -> list[Any]:
+    """Results of ``tasks`` in order, computed by the calling thread and up to ``threads - 1`` helper threads.
+
+    Each task runs on one torch thread under the caller's grad / inference / autocast modes. The caller must itself
+    be on one torch thread (:func:`one_thread`). An exception in a task is raised here after every task has ended.
+    """
+    n = len(tasks)
+    helpers = min(threads, n) - 1
+    if helpers <= 0:
+        return [t() for t in tasks]
+    wrapped = [_callers_modes(t) for t in tasks]
+    results: list[Any] = [None] * n
+    errors: list[BaseException | None] = [None] * n
+    counter = itertools.count()
+    done = threading.Semaphore(0)
+
+    def drain() -> None:
+        while (i := next(counter)) < n:  # next() on a count is atomic under the GIL
+            try:
+                results[i] = wrapped[i]()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                errors[i] = exc
+            done.release()
+
+    pool = _pool(helpers)
+    for _ in range(helpers):
+        pool.submit(drain)
+    drain()
+    for _ in range(n):  # a helper that starts after the caller has taken every task finds none and returns
+        done.acquire()
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return results
+
+
+def convolution_splitter(threads: int, min_slice_macs: int = MIN_SLICE_MACS) -> Callable[..., torch.Tensor]:
+    """``split(conv, x, act)``: ``act(conv(x))`` computed over output-channel slices on ``threads`` threads."""
+
+    def split(conv: torch.nn.Conv2d, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        c_out = conv.out_channels
+        kh, kw = conv.kernel_size
+        h_out = (x.shape[-2] + 2 * conv.padding[0] - kh) // conv.stride[0] + 1
+        w_out = (x.shape[-1] + 2 * conv.padding[1] - kw) // conv.stride[1] + 1
+        macs = x.shape[0] * c_out * (conv.in_channels // conv.groups) * kh * kw * h_out * w_out
+        # two slices per thread balance the load when a thread is slow to start
+        pieces = min(2 * threads, c_out // CHANNEL_ALIGN, macs // max(min_slice_macs, 1))
+        if pieces < 2 or conv.groups != 1 or conv.padding_mode != "zeros":
+            return act(conv(x))
+        cuts = sorted({round(c_out * j / pieces / CHANNEL_ALIGN) * CHANNEL_ALIGN for j in range(1, pieces)} - {0})
+        edges = [0, *[c for c in cuts if c < c_out], c_out]
+        w, b = conv.weight, conv.bias
+
+        def piece(lo: int, hi: int) -> Callable[[], torch.Tensor]:
+            return lambda: act(
+                F.conv2d(x, w[lo:hi], None if b is None else b[lo:hi], conv.stride, conv.padding, conv.dilation)
+            )
+
+        return torch.cat(run_tasks([piece(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])], threads), dim=1)
+
+    return split
+
+
+@contextlib.contextmanager
+def split_convolutions(threads: int) -> Iterator[None]:
+    """In this block (this thread only), LDEQ's convolution blocks split their large convolutions over ``threads``
+    threads by output channels (see the module docstring). ``threads <= 1``: no change."""
+    if threads <= 1:
+        yield
+        return
+    token = _SPLIT.set(convolution_splitter(threads))
+    try:
+        yield
+    finally:
+        _SPLIT.reset(token)
+
+
+def current_splitter() -> Callable[..., torch.Tensor] | None:
+    """The splitter :func:`split_convolutions` set for this thread, or None."""
+    return _SPLIT.get()
