@@ -417,6 +417,104 @@ def test_sequential_mode_is_bitwise_independent_of_the_batch_and_threads():
     )
 
 
+# models wide enough for the convolution split (output channels >= 2 x 16), still quick
+WIDE68 = dict(num_landmarks=68, injection_width=32, cell_base_width=32, cell_width_increment=16)
+
+
+def _clip_predictions(m, imgs, frames=3):
+    """Predict ``frames`` frames of len(imgs) clips (each frame a little darker), carrying the states."""
+    states, lms, heat = [None] * len(imgs), [], []
+    for t in range(frames):
+        out = m.predict(imgs * (1 - 0.05 * t), states, _frames(len(imgs)))
+        states = out.states
+        lms.append(out.landmarks_numpy())
+        heat.append(torch.stack(out.states))
+    return np.stack(lms), torch.stack(heat)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_threads_give_exactly_the_numbers_of_one_sample_after_another(batch, monkeypatch):
+    import wflwv.models.ldeq.parallel as parallel
+
+    torch.manual_seed(0)
+    imgs = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(batch))
+    ref = _tiny_model(**WIDE68, solver="anderson", max_iters=3, tol=1e-3, rwr=True, threads=1)
+    want_lm, want_heat = _clip_predictions(ref, imgs)
+    calls = []
+    run_tasks = parallel.run_tasks
+    monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 1)  # split every convolution a batch of one has
+    monkeypatch.setattr(
+        parallel, "run_tasks", lambda tasks, threads: calls.append(len(tasks)) or run_tasks(tasks, threads)
+    )
+    import wflwv.models.ldeq.model as model_module
+
+    monkeypatch.setattr(model_module, "run_tasks", parallel.run_tasks)
+    for threads in (2, 3):
+        m = _tiny_model(**WIDE68, solver="anderson", max_iters=3, tol=1e-3, rwr=True, threads=threads)
+        m.net.load_state_dict(ref.net.state_dict())
+        calls.clear()
+        lm, heat = _clip_predictions(m, imgs)
+        assert calls, "the work was not spread over threads"
+        if batch == 1:
+            assert max(calls) >= 2  # a convolution was split by output channels
+        else:
+            assert calls == [batch] * 3  # one task per sample, every frame
+        assert np.array_equal(lm, want_lm) and torch.equal(heat, want_heat), f"threads={threads} changed the numbers"
+        assert torch.get_num_threads() == 1  # the caller's count (the fixture's) is given back
+
+
+def test_convolution_slices_are_the_whole_convolution():
+    from wflwv.models.ldeq.parallel import convolution_splitter, one_thread
+
+    g = torch.Generator().manual_seed(0)
+    split = convolution_splitter(threads=3, min_slice_macs=1)
+    for c_in, c_out, k, stride, size in [(40, 64, 3, 1, 16), (64, 48, 1, 1, 16), (3, 32, 7, 2, 32), (24, 80, 5, 1, 8)]:
+        conv = torch.nn.Conv2d(c_in, c_out, k, stride=stride, padding=(k - 1) // 2)
+        x = torch.randn(1, c_in, size, size, generator=g)
+        act = torch.nn.LeakyReLU(0.01)
+        with torch.no_grad(), one_thread():
+            assert torch.equal(split(conv, x, act), act(conv(x))), (c_in, c_out, k)
+
+
+def test_run_tasks_order_errors_and_modes():
+    from wflwv.models.ldeq.parallel import one_thread, run_tasks
+
+    with one_thread():
+        assert run_tasks([lambda i=i: i * i for i in range(7)], threads=3) == [i * i for i in range(7)]
+
+        def boom():
+            raise RuntimeError("task failed")
+
+        with pytest.raises(RuntimeError, match="task failed"):
+            run_tasks([lambda: 1, boom, lambda: 2], threads=2)
+        with torch.inference_mode():  # grad / inference modes are thread-local: the helpers get the caller's
+            flags = run_tasks([lambda: (torch.is_inference_mode_enabled(), torch.get_num_threads())] * 4, threads=2)
+        assert flags == [(True, 1)] * 4
+
+
+def test_predict_under_bf16_autocast_keeps_the_solver_in_float32():
+    torch.manual_seed(0)
+    imgs = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(4))
+    for threads in (1, 2):
+        m = _tiny_model(solver="anderson", max_iters=3, rwr=True, threads=threads)
+        fp32 = m.predict(imgs, [None, None], _frames(2))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = m.predict(imgs, [None, None], _frames(2))
+            low2 = m.predict(imgs, low.states, _frames(2))
+        assert low.states[0].dtype == torch.float32 and low2.stats["residual"].dtype == torch.float32
+        assert np.isfinite(low2.landmarks_numpy()).all()
+        assert np.abs(low.landmarks_numpy() - fp32.landmarks_numpy()).max() < 20  # bf16: close, not equal
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m.net(torch.randn(1, 3, 256, 256), max_iters=2, differentiable=False)
+    assert out["z_solver"].dtype == torch.float32 and out["solver_stats"].abs_trace.dtype == torch.float32
+
+
+def test_stateless_without_rwr_and_threads_validated():
+    assert _tiny_model(rwr=False).stateless and not _tiny_model(rwr=True).stateless
+    with pytest.raises(ValueError, match="threads"):
+        _tiny_model(threads=0)
+
+
 def test_rwr_on_identical_frames_runs_the_released_budget_unless_early_exit():
     torch.manual_seed(0)
     imgs = _two_images()

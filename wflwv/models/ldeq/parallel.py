@@ -33,9 +33,13 @@ __all__ = ["one_thread", "run_tasks", "split_convolutions", "convolution_splitte
 
 #: output-channel slices start at multiples of this (the channel blocking of the x86 convolution kernels)
 CHANNEL_ALIGN = 16
-#: a convolution is split only into slices of at least this many multiply-adds (smaller ones cost more to hand
-#: over than they save)
-MIN_SLICE_MACS = 2_000_000
+#: a convolution is split only into slices of at least this many multiply-adds: handing a slice over, and preparing
+#: the input once more for it, must be small beside the slice's work (the demo model's convolutions stay whole, the
+#: paper-size model's are split)
+MIN_SLICE_MACS = 16_000_000
+#: slices of a split convolution per thread (more balance the load when a thread is slow to start, but every
+#: slice repeats the preparation of the input: layout change or unfolding)
+SLICES_PER_THREAD = 1
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
@@ -127,8 +131,10 @@ def run_tasks(tasks: Sequence[Callable[[], Any]], threads: int) -> list[Any]:
     return results
 
 
-def convolution_splitter(threads: int, min_slice_macs: int = MIN_SLICE_MACS) -> Callable[..., torch.Tensor]:
-    """``split(conv, x, act)``: ``act(conv(x))`` computed over output-channel slices on ``threads`` threads."""
+def convolution_splitter(threads: int, min_slice_macs: int | None = None) -> Callable[..., torch.Tensor]:
+    """``split(conv, x, act)``: ``act(conv(x))`` computed over output-channel slices on ``threads`` threads
+    (slices of at least ``min_slice_macs`` multiply-adds; None: :data:`MIN_SLICE_MACS`)."""
+    least = max(int(MIN_SLICE_MACS if min_slice_macs is None else min_slice_macs), 1)
 
     def split(conv: torch.nn.Conv2d, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         c_out = conv.out_channels
@@ -136,8 +142,7 @@ def convolution_splitter(threads: int, min_slice_macs: int = MIN_SLICE_MACS) -> 
         h_out = (x.shape[-2] + 2 * conv.padding[0] - kh) // conv.stride[0] + 1
         w_out = (x.shape[-1] + 2 * conv.padding[1] - kw) // conv.stride[1] + 1
         macs = x.shape[0] * c_out * (conv.in_channels // conv.groups) * kh * kw * h_out * w_out
-        # two slices per thread balance the load when a thread is slow to start
-        pieces = min(2 * threads, c_out // CHANNEL_ALIGN, macs // max(min_slice_macs, 1))
+        pieces = min(SLICES_PER_THREAD * threads, c_out // CHANNEL_ALIGN, macs // least)
         if pieces < 2 or conv.groups != 1 or conv.padding_mode != "zeros":
             return act(conv(x))
         cuts = sorted({round(c_out * j / pieces / CHANNEL_ALIGN) * CHANNEL_ALIGN for j in range(1, pieces)} - {0})
