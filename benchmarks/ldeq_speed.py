@@ -1,7 +1,7 @@
 """LDEQ frames per second through `wflwv bench`, this code against a checkout of the code before it.
 
 Runs whole `python -m wflwv.cli bench` commands (process start, decode, crop, model, scoring, writing the run folder)
-for the LDEQ at the demo size (the shipped demo model) and at the paper's widths 224/224/24 (random weights from a
+for the LDEQ at the demo size (the shipped demo model) and at the paper's widths 224/224/24 (random weights from
 seed 0), full solve and RwR, at several --batch-videos, with the baseline and this code run
 alternately --repeats times; prints per row the median frames per second of each, the speed-up, and the largest
 |prediction difference| in frame pixels over every landmark of every frame of every run. Rows with --frame-batch
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -80,23 +81,28 @@ def _has_option(tree: Path, option: str) -> bool:
 
 
 def _bench(tree: Path, data: Path, split: Path, ids: list[str], model_args: list[str], extra: list[str]):
-    """One whole `wflwv bench` command with the code in ``tree``: (seconds, frames, {clip: landmarks})."""
+    """One whole `wflwv bench` command with the code in ``tree``: (seconds, CPU seconds, frames, {clip: landmarks})."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONWARNINGS": "ignore"}
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "wflwv.cli", "bench", "--model", "ldeq", "--data", str(data)]
         cmd += ["--split", str(split), "--out", out, "--device", "cpu", "--quiet", *extra]
         for a in model_args:
             cmd += ["--model-arg", a]
-        t0 = time.perf_counter()
+        c0, t0 = _children_cpu(), time.perf_counter()
         res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, _children_cpu() - c0
         if res.returncode != 0:
             raise SystemExit(f"bench failed in {tree}:\n{' '.join(cmd)}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
         preds = {}
         for v in ids:
             with np.load(Path(out) / "predictions" / f"{v}.npz") as z:
                 preds[v] = z["landmarks"]
-    return dt, sum(len(p) for p in preds.values()), preds
+    return dt, cpu, sum(len(p) for p in preds.values()), preds
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def main() -> None:
@@ -122,7 +128,7 @@ def main() -> None:
     print(f"baseline {base}, new {new}; medians of {a.repeats} alternating runs of the whole command")
     head = (
         f"{'model':<6} {'mode':<5} {'batch':>9} {'frames':>6} {'base fps':>9} {'new fps':>9} {'speed-up':>8} "
-        f"{'max |d| px':>10}"
+        f"{'max |d| px':>10} {'base cpu/f':>10} {'new cpu/f':>9}"
     )
     print(head)
     print("-" * len(head))
@@ -140,17 +146,20 @@ def main() -> None:
                     rows.append((f"frames {a.frame_batch}", [], [f"--frame-batch={a.frame_batch}"]))
                 for label, base_extra, new_extra in rows:
                     fps = {"base": [], "new": []}
+                    cpu = {"base": [], "new": []}
                     diff, frames = 0.0, 0
                     for _ in range(a.repeats):
-                        tb, frames, pb = _bench(base, data, split, ids, model_args, base_extra)
-                        tn, _, pn = _bench(new, data, split, ids, model_args, new_extra)
+                        tb, cb, frames, pb = _bench(base, data, split, ids, model_args, base_extra)
+                        tn, cn, _, pn = _bench(new, data, split, ids, model_args, new_extra)
                         fps["base"].append(frames / tb)
                         fps["new"].append(frames / tn)
+                        cpu["base"].append(cb / frames)
+                        cpu["new"].append(cn / frames)
                         diff = max(diff, max(float(np.abs(pb[v] - pn[v]).max()) for v in ids))
                     fb, fn = statistics.median(fps["base"]), statistics.median(fps["new"])
                     print(
                         f"{size:<6} {mode:<5} {label:>9} {frames:>6} {fb:>9.2f} {fn:>9.2f} {fn / fb:>7.2f}x "
-                        f"{diff:>10.2g}",
+                        f"{diff:>10.2g} {statistics.median(cpu['base']):>10.3f} {statistics.median(cpu['new']):>9.3f}",
                         flush=True,
                     )
 

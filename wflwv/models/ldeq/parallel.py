@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,14 @@ def one_thread() -> Iterator[None]:
     finally:
         if n != 1:
             torch.set_num_threads(n)
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads: it makes its own pool on demand
+    global _POOL, _POOL_SIZE, _POOL_LOCK
+    _POOL, _POOL_SIZE, _POOL_LOCK = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _helper_init() -> None:
