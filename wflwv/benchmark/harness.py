@@ -436,5 +436,7 @@ def rescore(
         label = UNFILTERED if s is None else s.label
         sets[label] = {"filter": None if s is None else {"name": s.name, "params": dict(s.params)}, "splits": splits}
     summary = {**(run.read_run() or {}), "sets": sets}
+    if dataset.info.get("label_floor") is not None:  # the labels' own flicker (wflwv.build.floor), for the report
+        summary["label_floor"] = dataset.info["label_floor"]
     run.write_tables(all_rows, summary)
     return summary

@@ -55,6 +55,9 @@ class BuildConfig:
     hard_k: int | None = None
     easy_k: int | None = None
     keep_unselected: bool = False
+    # label-flicker floor (wflwv.build.floor): real frames moved by known warps, labelled like the clips
+    floor_stills: int = 3  # frames of the published clips to measure it on (0 = do not measure)
+    floor_frames: int = 40  # frames per floor clip
     # running
     workers: int = 1
     work: Path | None = None
@@ -90,6 +93,10 @@ class BuildConfig:
                 raise BuildError(f"{name} must be >= 0, got {k}")
         if self.workers < 1:
             raise BuildError(f"--workers must be >= 1, got {self.workers}")
+        if self.floor_stills < 0 or (self.floor_stills and self.floor_frames < 3):
+            raise BuildError(
+                f"--floor-stills must be >= 0 and --floor-frames >= 3, got {self.floor_stills}, {self.floor_frames}"
+            )
         if self.detector == "sidecar" and (self.ids or self.search):
             raise BuildError(
                 "--detector sidecar reads boxes beside local videos; it cannot be used with --ids/--search"
@@ -128,3 +135,4 @@ class BuildSummary:
     timings: dict[str, float]
     counts: dict[str, Any]
     scheme: str | None
+    label_floor: dict | None = None  # see wflwv.build.floor

@@ -16,6 +16,10 @@ with a record is finished):
    ``manifest.parquet`` / ``manifest.csv`` (one row per source or clip: provenance, licence, frame range, fps,
    oracle, variance, status and drop reason) and ``build.json`` (configuration, timings, counts, provenance).
 
+5. **label floor** (:mod:`wflwv.build.floor`): a few frames of the published clips moved by known warps,
+   labelled like the clips; the oracle's own flicker (NMF against the exact motion) goes to ``build.json``,
+   ``dataset.json`` and the manifest under ``label_floor``.
+
 Records carry a hash of the configuration they depend on; changing e.g. the oracle relabels every clip on the next
 run, while an interrupted run restarted with the same options only does what is missing. ``WORK`` defaults to
 ``OUT/.build``.
@@ -34,6 +38,7 @@ from tqdm.auto import tqdm
 
 from wflwv.build.acquire import AcquireResult, Downloader, acquire_ranges, acquire_search, local_sources, parse_ranges
 from wflwv.build.config import BuildConfig, BuildError, BuildSummary
+from wflwv.build.floor import build_label_floor
 from wflwv.build.oracle import check_oracle
 from wflwv.build.publish import format_summary, publish, render_overlay
 from wflwv.build.stages import _WORKER, label_clip_item, run_parallel, scan_source
@@ -165,8 +170,14 @@ def _build(config: BuildConfig, detector: Any, oracle: Any, downloader: Download
     t = time.perf_counter()
     summary = publish(config, acq, scans, items, labels, timings)
     timings["publish"] = time.perf_counter() - t
+
+    # ---- label-flicker floor (frames of the published clips moved by known warps, labelled the same way)
+    t = time.perf_counter()
+    summary.label_floor = build_label_floor(config, oracle, say)
+    timings["label_floor"] = time.perf_counter() - t
     summary.timings = timings
     write_json(root / "build.json", {"config": dataclasses.asdict(config), "counts": summary.counts, "scheme": summary.scheme,
-                                     "timings_s": {k: round(v, 2) for k, v in timings.items()}, "provenance": provenance()})  # fmt: skip
+                                     "label_floor": summary.label_floor, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+                                     "provenance": provenance()})  # fmt: skip
     _WORKER.clear()
     return summary

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from wflwv.benchmark.harness import BenchError, RunLockedError, run_benchmark
+from wflwv.build.floor import floor_dominates, format_floor
 from wflwv.cli.common import demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
@@ -60,6 +61,14 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
     }
     if stats:
         click.echo("model statistics, mean per frame: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
+    floor = summary.get("label_floor")
+    if floor:
+        click.echo(format_floor(floor))
+        near = [label for label, s in summary["sets"].items() if floor_dominates(s["splits"]["all"].get("nmf"), floor)]
+        if near:
+            click.echo(
+                f"  NMF within 2x the floor ({', '.join(near)}): much of it is the labels' own flicker (docs/label-floor.md)"
+            )
     click.echo(f"\nresults: {out}/per_video.csv, {out}/per_video.parquet, {out}/summary.json")
 
 
