@@ -355,13 +355,14 @@ def write_label_floor(root: str | Path, floor: dict, result: FloorResult | None 
     if "status" in df:
         df = df[df["status"] != "floor"]
     o = result.oracle
+    source_of = dict(zip(df["clip_id"], df["source_id"])) if {"clip_id", "source_id"} <= set(df.columns) else {}
     rows = pd.DataFrame(
         [
             {
                 "clip_id": r["clip_id"],
                 "status": "floor",
                 "reason": "",
-                "source_id": r["source"].split("@")[0],
+                "source_id": source_of.get(r["source"].split("@")[0], ""),
                 "num_frames": r["frames"],
                 "fps": r["fps"],
                 "floor_preset": r["preset"],
