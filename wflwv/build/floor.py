@@ -308,7 +308,8 @@ def format_floor(floor: dict | None) -> str:
 
 
 def floor_dominates(nmf: float | None, floor: dict | None, factor: float = 2.0) -> bool:
-    """Whether an NMF is within ``factor`` x the label floor (then much of it is the labels' own flicker)."""
+    """Whether an NMF is within ``factor`` x the label floor. Independent flickers add in quadrature, so at 2x the
+    floor a quarter of the NMF's square is the labels' own flicker (see docs/label-floor.md)."""
     f = (floor or {}).get("nmf")
     return isinstance(nmf, (int, float)) and nmf == nmf and isinstance(f, (int, float)) and f > 0 and nmf < factor * f
 
@@ -410,9 +411,13 @@ def build_label_floor(config, oracle: Any = None, log: Callable[[str], None] | N
         if oracle is not None
         else build_oracle_pair(config.members, config.tta, config.passes, config.device)
     )
-    stills = dataset_floor_stills(root, settings.stills)
-    result = measure_label_floor(stills, pair[0], pair[1], oracle_info=info, settings=settings,
-                                 work=Path(config.work) / "floor", progress=config.progress, log=say)  # fmt: skip
+    try:
+        stills = dataset_floor_stills(root, settings.stills)
+        result = measure_label_floor(stills, pair[0], pair[1], oracle_info=info, settings=settings,
+                                     work=Path(config.work) / "floor", progress=config.progress, log=say)  # fmt: skip
+    except Exception as exc:  # the dataset is built; a floor that cannot be measured must not undo that
+        say(f"label floor: not measured ({type(exc).__name__}: {exc}); `wflwv build --audit {root}` retries it")
+        return None
     floor = result.label_floor()
     write_label_floor(root, floor, result)
     say(format_floor(floor))

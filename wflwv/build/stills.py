@@ -203,7 +203,6 @@ def _wflw_items(ann: Path, images: Path | None) -> list[StillItem]:
     if not samples:
         raise BuildError(f"{ann}: the annotation list has no faces")
     if images is None:
-        images = None
         for parent in list(ann.parents)[:4]:
             try:
                 images = find_images_dir(parent, samples)
@@ -347,7 +346,7 @@ class StillsConfig:
     crf: int = 17
     seed: int = 0
     margin: float = 1.0  # context around the face kept from the still, face sides
-    interpolation: str = "linear"  # warp kernel: linear (fast) or lanczos (about half the sub-pixel error, ~5x cost)
+    interpolation: str = "linear"  # warp kernel: linear, or lanczos (half the sub-pixel error, ~2x the time)
     # the oracle, for unlabelled images (as in wflwv build)
     detector: str = "hog"
     members: Sequence[str] = ("dlib68",)
@@ -472,7 +471,9 @@ _STATE: dict[str, Any] = {}
 
 def _oracle(config: StillsConfig):
     if "injected" in _STATE:
-        return _STATE["injected"], _STATE["injected"], _STATE.get("injected_detector") or make_detector(config.detector)
+        if _STATE.get("injected_detector") is None:
+            _STATE["injected_detector"] = make_detector(config.detector)
+        return _STATE["injected"], _STATE["injected"], _STATE["injected_detector"]
     if "oracle" not in _STATE:
         _STATE["oracle"] = build_oracle_pair(config.members, config.tta, config.passes, config.device)
         _STATE["detector"] = make_detector(config.detector)
@@ -521,12 +522,13 @@ def _record_path(config: StillsConfig, cid: str) -> Path:
     return Path(config.work) / "stills" / f"{cid}.json"
 
 
-def _done(config: StillsConfig, cid: str, key: str | None) -> dict | None:
+def _done(config: StillsConfig, cid: str, key: str) -> dict | None:
+    """The record of a finished clip made with ``key`` whose files are all there, else None."""
     rec_path = _record_path(config, cid)
     if not rec_path.is_file():
         return None
     rec = read_json(rec_path)
-    if (key is None or rec.get("key") == key) and rec.get("status") == "ok":
+    if rec.get("key") == key and rec.get("status") == "ok":
         root = Path(config.out)
         if all((root / sub / f"{cid}{ext}").is_file() for sub, ext in _SUBDIRS):
             return rec
@@ -549,9 +551,7 @@ def make_still_clips(config: StillsConfig, job: dict) -> dict:
                 labels = read_json(label_rec)["landmarks"]
         lm = None if labels is None else np.asarray(labels, dtype=np.float64)
         keys = {c["clip_id"]: _clip_key(config, sha1, lm, item, c) for c in job["clips"]} if lm is not None else {}
-        finished = (
-            {c["clip_id"]: _done(config, c["clip_id"], keys.get(c["clip_id"])) for c in job["clips"]} if keys else {}
-        )
+        finished = {cid: _done(config, cid, key) for cid, key in keys.items()}
         if keys and all(finished.values()):
             return {"still_id": sid, "status": "ok", "reason": "", "resumed": True, "clips": list(finished.values())}
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -565,7 +565,7 @@ def make_still_clips(config: StillsConfig, job: dict) -> dict:
             write_json(label_rec, {"key": config_hash([sha1, config.oracle_info()]), "landmarks": lm.tolist(),
                                    "oracle": config.oracle_info(), "scheme": getattr(oracle, "scheme", None)})  # fmt: skip
             keys = {c["clip_id"]: _clip_key(config, sha1, lm, item, c) for c in job["clips"]}
-            finished = {c["clip_id"]: _done(config, c["clip_id"], keys[c["clip_id"]]) for c in job["clips"]}
+            finished = {cid: _done(config, cid, key) for cid, key in keys.items()}
         h, w = image.shape[:2]
         if not np.isfinite(lm).all():
             raise ValueError(f"{item['image']}: non-finite labels")
@@ -644,13 +644,14 @@ def _write_manifest(root: Path, rows: list[dict]) -> None:
     cols = ["clip_id", "still_id", "status", "reason", "split", "preset", "image", "label_source", "seed",
             "num_frames", "fps", "width", "height", "crf", "occluded_share"]  # fmt: skip
     df = pd.DataFrame(rows, columns=cols)
-    for c in ("seed", "num_frames", "width", "height", "crf"):
-        df[c] = pd.array(df[c], dtype="Int64") if c != "seed" else df[c].map(lambda v: "" if v is None else str(v))
-    for c in ("fps", "occluded_share"):
+    numeric = ("num_frames", "width", "height", "crf", "fps", "occluded_share")
+    for c in numeric[:4]:
+        df[c] = pd.array(df[c], dtype="Int64")
+    for c in numeric[4:]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
-    for c in df.columns:
-        if df[c].dtype == object:
-            df[c] = df[c].map(lambda v: "" if v is None else str(v))
+    for c in df.columns:  # text columns (the 63-bit seeds too: exact as text in every reader)
+        if c not in numeric:
+            df[c] = df[c].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
     with atomic_path(root / "manifest.parquet") as tmp:
         df.to_parquet(tmp, index=False)
     with atomic_path(root / "manifest.csv") as tmp:

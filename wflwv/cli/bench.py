@@ -67,7 +67,7 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
         near = [label for label, s in summary["sets"].items() if floor_dominates(s["splits"]["all"].get("nmf"), floor)]
         if near:
             click.echo(
-                f"  NMF within 2x the floor ({', '.join(near)}): much of it is the labels' own flicker (docs/label-floor.md)"
+                f"  NMF within 2x the floor ({', '.join(near)}): the labels' own flicker is a large part of it (docs/label-floor.md)"
             )
     click.echo(f"\nresults: {out}/per_video.csv, {out}/per_video.parquet, {out}/summary.json")
 

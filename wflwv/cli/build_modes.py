@@ -81,7 +81,7 @@ _OPTIONS = [
     click.option("--margin", type=click.FloatRange(min=0), default=1.0, show_default=True,
                  help="[--stills] Context kept around the face, in face sides (the rest of the frame is synthesised)."),
     click.option("--interpolation", type=click.Choice(sorted(INTERPOLATIONS)), default="linear", show_default=True,
-                 help="[--stills] Warp kernel: linear (~0.02 px rms sub-pixel error) or lanczos (~0.008 px, several times slower)."),
+                 help="[--stills] Warp kernel: linear (~0.01 px rms sub-pixel error) or lanczos (about half that, ~2x the synthesis time)."),
     click.option("--floor-stills", type=click.IntRange(min=0), default=3, show_default=True,
                  help="Label-flicker floor: real frames of the data moved by known warps (static and slow) and labelled "
                       "like the clips; 0 = do not measure."),
