@@ -540,3 +540,28 @@ def test_audit_measures_an_existing_dataset_with_its_recorded_oracle(face_build,
 
     bad = CliRunner().invoke(cli, ["build", "--audit", str(copy), "--quiet"])
     assert bad.exit_code != 0 and "records no oracle" in bad.output
+
+
+def test_build_command_checks_its_modes(tmp_path):
+    from wflwv.cli import cli
+    from wflwv.cli.build_modes import parse_size
+
+    run = CliRunner().invoke
+    (tmp_path / "in").mkdir()
+    for args, message in (
+        (["build", "--local", str(tmp_path)], "--out is required"),
+        (
+            ["build", "--stills", str(tmp_path / "in"), "--audit", str(tmp_path), "--out", str(tmp_path / "o")],
+            "not both",
+        ),
+        (
+            ["build", "--stills", str(tmp_path / "in"), "--local", str(tmp_path), "--out", str(tmp_path / "o")],
+            "cannot be combined",
+        ),
+        (["build", "--stills", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--size", "big"], "WIDTHxHEIGHT"),
+        (["build", "--stills", str(tmp_path / "in"), "--out", str(tmp_path / "o")], "no images"),
+        (["build", "--audit", str(tmp_path)], "not a WFLW-V dataset"),
+    ):
+        res = run(cli, args)
+        assert res.exit_code != 0 and message in res.output, (args, res.output)
+    assert parse_size("320x240") == (320, 240)

@@ -111,6 +111,9 @@ def run_build_mode(opts: dict[str, Any]) -> bool:
     say = None if quiet else (lambda m: click.echo(m, err=True))
     if mode["stills"] and mode["audit"]:
         raise click.UsageError("give either --stills DIR (make a dataset) or --audit DIR (measure one), not both")
+    if (mode["stills"] or mode["audit"]) and (opts.get("ids") or opts.get("search") or opts.get("local")):
+        which = "--stills" if mode["stills"] else "--audit"
+        raise click.UsageError(f"{which} cannot be combined with --ids / --search / --local (they build from videos)")
     if mode["audit"] is not None:
         tta = opts["tta"] if _given("tta") else None
         if tta is not None and tta.strip().lower() == "none":
