@@ -11,7 +11,8 @@ Usage::
 
     python benchmarks/oracle_floor.py                         # dlib68 +- TTA, unet +- TTA, dlib68+unet + TTA
     python benchmarks/oracle_floor.py --oracles dlib68+tta ldeq --stills 6 --frames 60
-    python benchmarks/oracle_floor.py --crf 0 --interpolation lanczos   # how much do encoding / warping add?
+    python benchmarks/oracle_floor.py --oracles dlib68+tta --crf 0      # how much does encoding add?
+    python benchmarks/oracle_floor.py --oracles dlib68+tta --interpolation lanczos   # and the warp kernel?
 
 Clips and per-clip results are cached in ``--work`` (default ``<cache>/bench/oracle-floor``): a re-run only
 measures what is missing. Timing columns are indicative on a loaded machine.
