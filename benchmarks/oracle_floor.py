@@ -9,7 +9,7 @@ networks have not seen them.
 
 Usage::
 
-    python benchmarks/oracle_floor.py                         # dlib68 +- TTA, unet +- TTA, dlib68+unet + TTA
+    python benchmarks/oracle_floor.py          # dlib68, unet, faceapi68 with and without TTA; dlib68+unet + TTA
     python benchmarks/oracle_floor.py --oracles dlib68+tta ldeq --stills 6 --frames 60
     python benchmarks/oracle_floor.py --oracles dlib68+tta --crf 0      # how much does encoding add?
     python benchmarks/oracle_floor.py --oracles dlib68+tta --interpolation lanczos   # and the warp kernel?
@@ -47,10 +47,12 @@ ORACLES = {
     "unet+tta": (["unet"], TTA),
     "ldeq": (["ldeq"], ""),
     "ldeq+tta": (["ldeq"], TTA),
+    "faceapi68": (["faceapi68"], ""),
+    "faceapi68+tta": (["faceapi68"], TTA),
     "dlib68,unet+tta": (["dlib68", "unet"], TTA),
     "dlib68,unet,ldeq+tta": (["dlib68", "unet", "ldeq"], TTA),
 }
-DEFAULT = ["dlib68", "dlib68+tta", "unet", "unet+tta", "dlib68,unet+tta"]
+DEFAULT = ["dlib68", "dlib68+tta", "unet", "unet+tta", "faceapi68", "faceapi68+tta", "dlib68,unet+tta"]
 
 
 def demo_stills(count: int) -> list[FloorStill]:

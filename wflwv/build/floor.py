@@ -46,7 +46,7 @@ from wflwv.build import exact_motion as em
 from wflwv.build.config import config_hash
 from wflwv.build.detect import landmarks_box, square_box
 from wflwv.build.oracle import build_oracle_pair, label_as_build
-from wflwv.io import atomic_path, read_json, write_json
+from wflwv.io import atomic_path, read_json, save_npy, write_json
 from wflwv.protocol.layout import WFLWVDataset, write_dataset_info
 from wflwv.protocol.video import iter_frames, probe_video, write_video
 
@@ -212,6 +212,8 @@ def measure_label_floor(
     work.mkdir(parents=True, exist_ok=True)
     say = log or (lambda msg: None)
     jobs = [(i, s, p) for i, s in enumerate(stills) for p in settings.presets]
+    # what one clip depends on (not how many stills or which presets there are)
+    per_clip = {k: v for k, v in asdict(settings).items() if k not in ("stills", "presets")}
     rows, failures = [], []
     bar = tqdm(jobs, desc="label floor", unit="clip", disable=not progress, leave=True)
     for i, still, preset in bar:
@@ -219,7 +221,7 @@ def measure_label_floor(
         seed = _clip_seed(settings.seed, i, preset)
         image = np.ascontiguousarray(still.image)
         key = config_hash(["floor", FLOOR_VERSION, em.GENERATOR_VERSION, hashlib.sha1(image.tobytes()).hexdigest(),
-                           np.round(np.asarray(still.landmarks, np.float64), 4).tolist(), asdict(settings), preset,
+                           np.round(np.asarray(still.landmarks, np.float64), 4).tolist(), per_clip, preset,
                            seed, ident, still.fps])  # fmt: skip
         rec_path = work / f"{cid}.json"
         if rec_path.is_file():
@@ -258,7 +260,7 @@ def _floor_clip(cid, still, preset, seed, oracle, box_oracle, passes, settings, 
                               motion=motion, degrade=None, hard=None, seed=seed, interpolation=settings.interpolation)  # fmt: skip
     video = work / f"{cid}.mp4"
     write_video(video, clip.frames, fps, crf=settings.crf)
-    np.save(work / f"{cid}.motion.npy", clip.motion)
+    save_npy(work / f"{cid}.motion.npy", clip.motion)
     boxes = square_box(landmarks_box(clip.landmarks))  # exact boxes; the box passes re-derive them anyway
     res = label_as_build(oracle, box_oracle, video, boxes, cid, fps, passes, settings.box_smooth, settings.batch_size)
     if not np.isfinite(res.landmarks).all():
