@@ -46,7 +46,7 @@ from wflwv.build import exact_motion as em
 from wflwv.build.config import config_hash
 from wflwv.build.detect import landmarks_box, square_box
 from wflwv.build.oracle import build_oracle_pair, label_as_build
-from wflwv.io import atomic_path, read_json, save_npy, write_json
+from wflwv.io import atomic_path, folder_lock, read_json, save_npy, write_json
 from wflwv.protocol.layout import WFLWVDataset, write_dataset_info
 from wflwv.protocol.video import iter_frames, probe_video, write_video
 
@@ -447,13 +447,15 @@ def audit_label_floor(
 
     Raises:
         FloorError: no oracle recorded and none given, or no clip to take frames from.
+        FolderLockedError: a build is writing into ``root``.
     """
     root = Path(root)
     ds = WFLWVDataset(root)
     info = ds.info
     if info.get("exact_motion"):
         floor = dict(EXACT_MOTION_FLOOR)
-        write_label_floor(root, floor)
+        with folder_lock(root, command="wflwv build", other="to audit the dataset once it is written"):
+            write_label_floor(root, floor)
         return floor
     recorded = info.get("oracle") or {}
     if not (members or recorded.get("members")):
@@ -472,10 +474,11 @@ def audit_label_floor(
         if oracle is not None
         else build_oracle_pair(ident["members"], ident["tta"], ident["passes"], device)
     )
-    stills = dataset_floor_stills(root, settings.stills)
     work = Path(work) if work is not None else root / ".build" / "floor"
-    result = measure_label_floor(stills, pair[0], pair[1], oracle_info=ident, settings=settings, work=work,
-                                 progress=progress, log=log)  # fmt: skip
-    floor = result.label_floor()
-    write_label_floor(root, floor, result)
+    with folder_lock(root, command="wflwv build", other="to audit the dataset once it is written"):
+        stills = dataset_floor_stills(root, settings.stills)
+        result = measure_label_floor(stills, pair[0], pair[1], oracle_info=ident, settings=settings, work=work,
+                                     progress=progress, log=log)  # fmt: skip
+        floor = result.label_floor()
+        write_label_floor(root, floor, result)
     return floor

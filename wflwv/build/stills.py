@@ -57,7 +57,7 @@ from wflwv.build.detect import landmarks_box, make_detector, square_box
 from wflwv.build.floor import EXACT_MOTION_FLOOR, FLOOR_KEY
 from wflwv.build.oracle import build_oracle_pair
 from wflwv.build.stages import error_text, run_parallel
-from wflwv.io import atomic_path, provenance, read_json, save_npy, write_json
+from wflwv.io import atomic_path, folder_lock, provenance, read_json, save_npy, write_json
 from wflwv.models.api import CROP_SIZE, FrameInfo
 from wflwv.protocol.crop import apply_affine, crop_matrix, invert_affine, warp_crop
 from wflwv.protocol.layout import WFLWVDataset, write_dataset_info, write_split
@@ -673,6 +673,7 @@ def build_from_stills(
         log: where progress messages go (default: nowhere).
     Raises:
         BuildError: bad options or no usable still (per-still problems are recorded in the manifest instead).
+        FolderLockedError: another process is writing into ``config.out``.
     """
     config.check()
     say = log or (lambda msg: None)
@@ -690,9 +691,14 @@ def build_from_stills(
         raise BuildError(f"no usable still in {config.stills}" + (f" ({reasons})" if reasons else ""))
     jobs = _plan(config, items)
     timings["discover"] = time.perf_counter() - t
+    # one writer per output folder (a second build into it is refused, naming this one)
+    with folder_lock(root, command="wflwv build", other="another --out"):
+        return _make_dataset(config, items, jobs, timings, oracle, detector)
 
+
+def _make_dataset(config: StillsConfig, items, jobs, timings, oracle, detector) -> StillsSummary:
+    root = Path(config.out)
     t = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
     _STATE.clear()
     inline = oracle is not None or detector is not None
     if oracle is not None:

@@ -64,7 +64,7 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
     floor = summary.get("label_floor")
     if floor:
         click.echo(format_floor(floor))
-        near = [label for label, s in summary["sets"].items() if floor_dominates(s["splits"]["all"].get("nmf"), floor)]
+        near = [lb for lb in labels if floor_dominates(summary["sets"][lb]["splits"]["all"].get("nmf"), floor)]
         if near:
             click.echo(
                 f"  NMF within 2x the floor ({', '.join(near)}): the labels' own flicker is a large part of it (docs/label-floor.md)"

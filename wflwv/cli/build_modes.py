@@ -18,6 +18,7 @@ from wflwv.build.exact_motion import INTERPOLATIONS, MOTION_PRESETS
 from wflwv.build.floor import FloorError, FloorSettings, audit_label_floor, format_floor
 from wflwv.build.stills import LABEL_SOURCES, StillsConfig, build_from_stills, format_stills_summary
 from wflwv.cli.common import parse_kv
+from wflwv.io import FolderLockedError
 
 __all__ = ["build_mode_options", "run_build_mode", "parse_size"]
 
@@ -123,7 +124,7 @@ def run_build_mode(opts: dict[str, Any]) -> bool:
             floor = audit_label_floor(mode["audit"], members=members or None, tta=tta,
                                       passes=opts["passes"] if _given("passes") else None, settings=settings,
                                       device=opts["device"], work=opts.get("work"), progress=not quiet, log=say)  # fmt: skip
-        except (FloorError, BuildError, ValueError, FileNotFoundError) as exc:
+        except (FloorError, BuildError, ValueError, FileNotFoundError, FolderLockedError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(format_floor(floor))
         click.echo(f"written to {mode['audit'] / 'dataset.json'} (key label_floor)")
@@ -147,7 +148,7 @@ def run_build_mode(opts: dict[str, Any]) -> bool:
     )  # fmt: skip
     try:
         summary = build_from_stills(config, log=say)
-    except (BuildError, ValueError, FileNotFoundError) as exc:
+    except (BuildError, ValueError, FileNotFoundError, FolderLockedError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_stills_summary(summary))
     return True
