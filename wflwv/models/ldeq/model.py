@@ -89,6 +89,11 @@ class LDEQModel(LandmarkModel):
             )
         self.to(device)
 
+    @property
+    def stateful(self) -> bool:
+        """Only RwR carries state (the previous frame's equilibrium); a plain solve is per frame."""
+        return self.rwr
+
     def config(self) -> dict[str, Any]:
         d = self.cfg.to_dict()
         d.update({"weights": self.weights, "rwr": self.rwr, "rwr_full_first_frame": self.rwr_full_first_frame})
