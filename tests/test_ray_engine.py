@@ -68,9 +68,7 @@ def _single_thread_in_process(model, data, out, **kw):
 
 
 def _assert_same_runs(a: Path, b: Path, data: Path) -> None:
-    pd.testing.assert_frame_equal(
-        pd.read_csv(a / "per_video.csv"), pd.read_csv(b / "per_video.csv"), check_exact=True
-    )
+    pd.testing.assert_frame_equal(pd.read_csv(a / "per_video.csv"), pd.read_csv(b / "per_video.csv"), check_exact=True)
     sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
     assert sa["sets"] == sb["sets"] and sa["identity"] == sb["identity"]
     ra, rb = RunDir(a), RunDir(b)

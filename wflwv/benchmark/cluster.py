@@ -108,10 +108,16 @@ class RayCluster:
             try:
                 ray.init(address=self.spec.address, **common)
             except (ConnectionError, RuntimeError, ValueError) as exc:
+                auth = "Authentication" in type(exc.__cause__).__name__ or "InvalidAuthToken" in str(exc.__cause__)
+                hint = (
+                    "the cluster uses token authentication (the default of `ray start` in recent Ray): run with "
+                    "RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                    if auth
+                    else "start one with `ray start --head` (then --ray-address auto), give HOST:PORT of its head "
+                    "node, or use --workers N for a Ray inside this command"
+                )
                 raise ClusterError(
-                    f"cannot connect to the Ray cluster at {self.spec.address!r}: {exc}. Start one with "
-                    "`ray start --head` (then --ray-address auto), give HOST:PORT of its head node, or use "
-                    "--workers N for a Ray inside this command (docs/cluster.md)"
+                    f"cannot connect to the Ray cluster at {self.spec.address!r}: {exc}; {hint} (docs/cluster.md)"
                 ) from None
         self._started = True
         return self
