@@ -353,7 +353,7 @@ def _synth_config(src: Path, out: Path, tta: str = "flip", **kw) -> B.BuildConfi
 def test_build_synthetic_layout_manifest_and_splits(synth_sources, tmp_path):
     _needs_dlib()
     out = tmp_path / "ds"
-    s = B.build_dataset(_synth_config(synth_sources, out, workers=2))
+    s = B.build_dataset(_synth_config(synth_sources, out, workers=2, engine="processes"))
     man = pd.read_parquet(out / "manifest.parquet")
     clips = man[man["clip_id"] != ""]
     assert sorted(clips["clip_id"]) == ["oneshot_000000", "oneshot_000015", "twoshots_000000", "twoshots_000021"]

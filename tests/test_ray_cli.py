@@ -210,3 +210,74 @@ def test_driver_killed_mid_run_resumes_to_the_same_numbers(weights, tmp_path, ma
     _bench(marked_env, model, data, out, "--workers", "2")  # the same command again: resumes
     _bench(marked_env, model, data, tmp_path / "calm")
     _assert_same_runs(tmp_path / "calm", out, data)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# build
+def _build_sources(root: Path) -> Path:
+    """Two 10-fps synthetic videos with sidecar boxes (one shot of 40 frames; two shots of 20 with a cut)."""
+    from wflwv.build.config import SIDECAR_SUFFIX
+    from wflwv.build.detect import square_box
+    from wflwv.protocol.video import write_video
+    from wflwv.testing import synthetic_clip
+
+    root.mkdir(parents=True)
+    for name, parts in (("oneshot", [(41, 40)]), ("twoshots", [(42, 20), (43, 20)])):
+        frames, boxes = [], []
+        for seed, n in parts:
+            f, b, _ = synthetic_clip(n, (192, 144), "ibug68", motion=1.5, seed=seed, fps=10)
+            frames += f
+            boxes.append(square_box(b))
+        write_video(root / f"{name}.mp4", frames, 10.0)
+        np.save(root / f"{name}.mp4{SIDECAR_SUFFIX}", np.concatenate(boxes)[:, None, :])
+    return root
+
+
+def _dataset_files(out: Path) -> dict[str, bytes]:
+    """Every published file (the work folder aside) byte for byte, except what says when, how fast and where: the
+    manifests' ``retrieved`` time and build.json's timings, provenance, engine and paths."""
+    files = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+        and ".build" not in p.relative_to(out).parts
+        and p.name not in ("build.json", "manifest.csv", "manifest.parquet")
+    }
+    csv, pq = pd.read_csv(out / "manifest.csv"), pd.read_parquet(out / "manifest.parquet")
+    assert csv["retrieved"].notna().all()
+    files["manifest.csv (results)"] = (
+        csv.drop(columns="retrieved").to_csv(index=False).replace(str(out), "OUT").encode()
+    )
+    files["manifest.parquet (results)"] = (
+        pq.drop(columns="retrieved").to_csv(index=False).replace(str(out), "OUT").encode()
+    )
+    info = json.loads((out / "build.json").read_text())
+    for key in ("timings_s", "provenance", "engine"):
+        info.pop(key)
+    for key in ("workers", "engine", "out", "work"):
+        info["config"].pop(key)
+    files["build.json (results)"] = json.dumps(info, sort_keys=True).encode()
+    return files
+
+
+@pytest.mark.slow
+def test_cli_build_with_workers_2_on_ray_writes_the_same_dataset(tmp_path, marked_env):
+    pytest.importorskip("ray")
+    pytest.importorskip("dlib")
+    src = _build_sources(tmp_path / "src")
+    common = ["--local", str(src), "--detector", "sidecar", "--window", "1.5", "--min-face", "20", "--tta", "flip",
+              "--hard-k", "1", "--easy-k", "1", "--previews", "1", "--quiet"]  # fmt: skip
+    outs = {}
+    for name, extra in (("alone", []), ("ray", ["--workers", "2"])):
+        outs[name] = tmp_path / name
+        cmd = [sys.executable, "-m", "wflwv.cli", "build", "--out", str(outs[name]), *common, *extra]
+        res = subprocess.run(cmd, env=marked_env, capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, res.stderr[-3000:]
+    engine = json.loads((outs["ray"] / "build.json").read_text())["engine"]
+    assert engine["name"] == "ray" and engine["cluster_cpus"] == 2 and engine["ray_version"]
+    assert json.loads((outs["alone"] / "build.json").read_text())["engine"]["name"] == "in-process"
+    a, b = _dataset_files(outs["alone"]), _dataset_files(outs["ray"])
+    assert sorted(a) == sorted(b)
+    assert any(k.startswith("videos/") for k in a) and "manifest.csv (results)" in a
+    different = [k for k in a if a[k] != b[k]]
+    assert not different, f"files that differ: {different}"

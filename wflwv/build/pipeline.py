@@ -23,7 +23,9 @@ run, while an interrupted run restarted with the same options only does what is 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from wflwv.benchmark.cluster import ClusterError, ClusterSpec, RayCluster
 from wflwv.build.acquire import AcquireResult, Downloader, acquire_ranges, acquire_search, local_sources, parse_ranges
 from wflwv.build.config import BuildConfig, BuildError, BuildSummary
 from wflwv.build.publish import format_summary, publish, render_overlay
@@ -42,6 +45,33 @@ __all__ = ["BuildConfig", "BuildSummary", "BuildError", "build_dataset", "format
 
 
 # ------------------------------------------------------------------------------------------------ driver
+def _uses_ray(config: BuildConfig, inline: bool, say: Callable[[str], None]) -> bool:
+    """Whether the per-item stages run on Ray (``config.engine``; "auto" falls back to processes without Ray)."""
+    if inline or config.engine == "processes":
+        return False
+    if config.engine == "ray" or config.ray_address:
+        return True
+    if config.workers <= 1:
+        return False
+    if importlib.util.find_spec("ray") is None:
+        say(f"Ray is not installed: scanning and labelling in {config.workers} local processes instead")
+        return False
+    return True
+
+
+def _cluster(config: BuildConfig) -> RayCluster:
+    spec = ClusterSpec(
+        workers=None if config.ray_address else config.workers,
+        address=config.ray_address,
+        cpus_per_worker=config.cpus_per_worker,
+        gpus_per_worker=config.gpus_per_worker,
+    )
+    try:
+        return RayCluster(spec)
+    except ClusterError as exc:
+        raise BuildError(str(exc)) from None
+
+
 def _acquire(config: BuildConfig, downloader: Downloader | None, progress) -> AcquireResult:
     result = AcquireResult()
     work = Path(config.work)
@@ -127,9 +157,31 @@ def build_dataset(
     if not acq.records and not acq.problems:
         raise BuildError("no video found in the given sources")
 
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(_cluster(config)) if _uses_ray(config, inline, say) else None
+        if cluster is not None:
+            engine = {"name": "ray", **cluster.describe()}
+            say(f"running on Ray {engine['ray_version']}: {engine['nodes']} node(s), {engine['cluster_cpus']:g} CPU(s)")
+        else:
+            engine = {"name": "in-process" if inline or config.workers <= 1 else "processes", "workers": config.workers}
+        scans, items, labels = _scan_and_label(config, acq, inline, cluster, timings, say)
+
+    # ---- publish
+    t = time.perf_counter()
+    summary = publish(config, acq, scans, items, labels, timings)
+    timings["publish"] = time.perf_counter() - t
+    summary.timings = timings
+    write_json(root / "build.json", {"config": dataclasses.asdict(config), "counts": summary.counts, "scheme": summary.scheme,
+                                     "timings_s": {k: round(v, 2) for k, v in timings.items()}, "engine": engine,
+                                     "provenance": provenance()})  # fmt: skip
+    _WORKER.clear()
+    return summary
+
+
+def _scan_and_label(config: BuildConfig, acq: AcquireResult, inline: bool, cluster, timings, say):
     # ---- scan
     t = time.perf_counter()
-    scans = run_parallel(scan_source, [r.to_dict() for r in acq.records], config, "scan", inline)
+    scans = run_parallel(scan_source, [r.to_dict() for r in acq.records], config, "scan", inline, cluster)
     timings["scan"] = time.perf_counter() - t
     items = []
     recs = {r.source_id: r for r in acq.records}
@@ -142,15 +194,6 @@ def build_dataset(
 
     # ---- label
     t = time.perf_counter()
-    labels = run_parallel(label_clip_item, items, config, "label", inline)
+    labels = run_parallel(label_clip_item, items, config, "label", inline, cluster, gpu=True)
     timings["label"] = time.perf_counter() - t
-
-    # ---- publish
-    t = time.perf_counter()
-    summary = publish(config, acq, scans, items, labels, timings)
-    timings["publish"] = time.perf_counter() - t
-    summary.timings = timings
-    write_json(root / "build.json", {"config": dataclasses.asdict(config), "counts": summary.counts, "scheme": summary.scheme,
-                                     "timings_s": {k: round(v, 2) for k, v in timings.items()}, "provenance": provenance()})  # fmt: skip
-    _WORKER.clear()
-    return summary
+    return scans, items, labels
