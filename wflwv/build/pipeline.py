@@ -38,7 +38,7 @@ from wflwv.benchmark.cluster import ClusterError, ClusterSpec, RayCluster
 from wflwv.build.acquire import AcquireResult, Downloader, acquire_ranges, acquire_search, local_sources, parse_ranges
 from wflwv.build.config import BuildConfig, BuildError, BuildSummary
 from wflwv.build.publish import format_summary, publish, render_overlay
-from wflwv.build.stages import _WORKER, label_clip_item, run_parallel, scan_source
+from wflwv.build.stages import _WORKER, fetch_range_item, label_clip_item, run_parallel, scan_source
 from wflwv.io import provenance, write_json
 
 __all__ = ["BuildConfig", "BuildSummary", "BuildError", "build_dataset", "format_summary", "render_overlay"]
@@ -72,9 +72,15 @@ def _cluster(config: BuildConfig) -> RayCluster:
         raise BuildError(str(exc)) from None
 
 
-def _acquire(config: BuildConfig, downloader: Downloader | None, progress) -> AcquireResult:
+def _acquire(config: BuildConfig, downloader: Downloader | None, progress, cluster=None) -> AcquireResult:
     result = AcquireResult()
     work = Path(config.work)
+    parallel = None
+    if cluster is not None and downloader is None:  # clip ranges fetched as Ray tasks (an injected one stays here)
+
+        def parallel(jobs, on_result):
+            run_parallel(fetch_range_item, jobs, config, "acquire ids", False, cluster, on_result=on_result)
+
     if config.ids or config.search:
         downloader = downloader or Downloader(config.download)
     if config.ids:
@@ -82,7 +88,7 @@ def _acquire(config: BuildConfig, downloader: Downloader | None, progress) -> Ac
             ranges = parse_ranges(config.ids)
         except ValueError as exc:
             raise BuildError(str(exc)) from None
-        r = acquire_ranges(ranges, work, downloader, config.retry_failed, progress("acquire ids"))
+        r = acquire_ranges(ranges, work, downloader, config.retry_failed, progress("acquire ids"), parallel)
         result.records += r.records
         result.problems += r.problems
         result.skipped += r.skipped
@@ -148,15 +154,6 @@ def build_dataset(
         return lambda it: tqdm(it, desc=desc, disable=not config.progress, leave=True)
 
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    acq = _acquire(config, downloader, progress)
-    timings["acquire"] = time.perf_counter() - t
-    say(
-        f"acquire: {len(acq.records)} source(s) ({acq.skipped} from earlier runs), {len(acq.problems)} failed or rejected"
-    )
-    if not acq.records and not acq.problems:
-        raise BuildError("no video found in the given sources")
-
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(_cluster(config)) if _uses_ray(config, inline, say) else None
         if cluster is not None:
@@ -164,6 +161,15 @@ def build_dataset(
             say(f"running on Ray {engine['ray_version']}: {engine['nodes']} node(s), {engine['cluster_cpus']:g} CPU(s)")
         else:
             engine = {"name": "in-process" if inline or config.workers <= 1 else "processes", "workers": config.workers}
+        t = time.perf_counter()
+        acq = _acquire(config, downloader, progress, cluster)
+        timings["acquire"] = time.perf_counter() - t
+        say(
+            f"acquire: {len(acq.records)} source(s) ({acq.skipped} from earlier runs), {len(acq.problems)} failed or "
+            "rejected"
+        )
+        if not acq.records and not acq.problems:
+            raise BuildError("no video found in the given sources")
         scans, items, labels = _scan_and_label(config, acq, inline, cluster, timings, say)
 
     # ---- publish

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wflwv.build import oracle as O
-from wflwv.build.acquire import SourceRecord
+from wflwv.build.acquire import AcquireError, SourceRecord, fetch_range_job
 from wflwv.build.config import SIDECAR_SUFFIX, BuildConfig, config_hash
 from wflwv.build.detect import landmarks_box, make_detector, square_box, track_faces
 from wflwv.build.oracle import build_members, build_oracle
@@ -55,14 +55,24 @@ def _ray_item(fn: Callable, config: BuildConfig, item: Any, threads: int) -> Any
     return fn(config, item)
 
 
-def _crash_record(fn: Callable, item: dict, reason: str) -> dict:
+def fetch_range_item(config: BuildConfig, job: tuple) -> Any:
+    """Stage 1 for one clip range, in a worker: the source record or the AcquireError (see ``acquire_ranges``)."""
+    rng, sid = job
+    return fetch_range_job(config.download, rng, sid, config.work)
+
+
+def _crash_record(fn: Callable, item: Any, reason: str) -> Any:
     """The record of an item whose worker died on every try (recorded like any failure; a re-run tries again)."""
+    if fn is fetch_range_item:
+        return AcquireError(f"{item[0].video_id}: {reason}", permanent=False)
     if fn is scan_source:
         return {"key": None, "source_id": item["source_id"], "status": "failed", "reason": reason, "clips": []}
     return {"key": None, "clip_id": item["clip_id"], "status": "failed", "reason": reason}
 
 
-def _run_on_ray(fn: Callable, items: list, config: BuildConfig, cluster: Any, bar, use_gpu: bool) -> list:
+def _run_on_ray(
+    fn: Callable, items: list, config: BuildConfig, cluster: Any, bar, use_gpu: bool, on_result: Callable | None
+) -> list:
     """Every item as a Ray task, at most as many at once as the cluster's resources allow; results in order.
 
     A task whose worker dies (killed, out of memory) is retried by Ray (``RAY_TASK_RETRIES`` times); an item that
@@ -91,6 +101,8 @@ def _run_on_ray(fn: Callable, items: list, config: BuildConfig, cluster: Any, ba
             except RE.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 raise (cause if isinstance(cause, Exception) else exc) from None
+            if on_result is not None:
+                on_result(i, results[i])
             bar.update(1)
     except BaseException:
         for ref in pending:  # interrupted: queued items are dropped, a re-run picks up from the records
@@ -116,7 +128,14 @@ def _get_oracle(config: BuildConfig):
 
 
 def run_parallel(
-    fn: Callable, items: list, config: BuildConfig, desc: str, inline: bool, cluster: Any = None, gpu: bool = False
+    fn: Callable,
+    items: list,
+    config: BuildConfig,
+    desc: str,
+    inline: bool,
+    cluster: Any = None,
+    gpu: bool = False,
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> list:
     """Apply ``fn(config, item)`` to every item (as Ray tasks with a ``cluster``, else in worker processes unless
     ``inline``), with a progress bar. Results come back in the items' order.
@@ -124,12 +143,13 @@ def run_parallel(
     Args:
         cluster: an open :class:`~wflwv.benchmark.cluster.RayCluster` to run the items on.
         gpu: the items may use ``config.gpus_per_worker`` GPUs each (labelling).
+        on_result: called in this process with ``(index, result)`` as each item finishes (Ray only).
     """
     results: list[Any] = [None] * len(items)
     bar = tqdm(total=len(items), desc=desc, unit="item", disable=not config.progress or not items, leave=True)
     try:
         if cluster is not None and not inline and items:
-            results = _run_on_ray(fn, items, config, cluster, bar, gpu)
+            results = _run_on_ray(fn, items, config, cluster, bar, gpu, on_result)
         elif inline or config.workers <= 1 or len(items) <= 1:
             if not inline:
                 _WORKER.setdefault("config", config)
