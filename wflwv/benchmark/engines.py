@@ -30,6 +30,7 @@ import os
 import socket
 import sys
 import sysconfig
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -203,6 +204,10 @@ class _BenchWorker:
 
     def info(self) -> dict[str, Any]:
         return {**self.description, "error": self.error}
+
+    def cpu_seconds(self) -> float:
+        """CPU time this worker process has used (all its threads)."""
+        return time.process_time()
 
     def run(self, group: list[str], next_group: list[str] | None = None) -> list[ClipOutcome]:
         futures = [self.prefetched.pop(v, None) or self.pool.submit(load_clip, self.dataset, v) for v in group]
@@ -445,6 +450,10 @@ class RayEngine(Engine):
         self._check_info(info)
         slot.info = info
         return gave_up
+
+    def worker_cpu_seconds(self) -> list[float]:
+        """CPU time used so far by each live worker process (for benchmarks)."""
+        return self.cluster.ray.get([s.actor.cpu_seconds.remote() for s in self.slots])
 
     def close(self) -> None:
         if self.cluster is None:
