@@ -47,8 +47,10 @@ __all__ = [
 
 #: ``--precision`` choices; fp32 is the default and the reference
 PRECISIONS = ("fp32", "bf16", "fp16")
-#: frames per ``predict`` call for stateless models when nothing else is asked
-DEFAULT_FRAME_BATCH = 32
+#: frames per ``predict`` call for stateless models when nothing else is asked. 16 rather than more: on a CPU the
+#: shipped UNet gains nothing past 16 and HRNet-small gets slower per frame with larger batches
+#: (benchmarks/throughput.py); on a GPU pass a larger --frame-batch
+DEFAULT_FRAME_BATCH = 16
 
 
 class BenchError(RuntimeError):
