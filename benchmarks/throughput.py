@@ -71,7 +71,14 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _predict_fps(model, batch: int, device: torch.device, seconds: float, precision: str = "fp32") -> float:
+#: the clock of table 1: wall time, or this process's CPU time (``--clock cpu``: steadier on a machine that other
+#: jobs keep busy; meaningful with one thread, where CPU time is the time the work needed)
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _predict_fps(
+    model, batch: int, device: torch.device, seconds: float, precision: str = "fp32", clock=time.perf_counter
+) -> float:
     x = torch.rand(batch, 3, 256, 256, device=device)
     states, frames = [None] * batch, [None] * batch
     with torch.inference_mode(), inference.precision_context(precision, device):
@@ -79,13 +86,13 @@ def _predict_fps(model, batch: int, device: torch.device, seconds: float, precis
             model.predict(x, states, frames)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        n, t0 = 0, time.perf_counter()
-        while n < 3 or time.perf_counter() - t0 < seconds:
+        n, t0 = 0, clock()
+        while n < 3 or clock() - t0 < seconds:
             model.predict(x, states, frames)
             n += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    return n * batch / (time.perf_counter() - t0)
+    return n * batch / (clock() - t0)
 
 
 def _precisions(device: torch.device) -> list[str]:
@@ -137,6 +144,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seconds", type=float, default=3.0, help="timing per row of table 1")
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="table 1's clock (cpu: for busy machines)")
     ap.add_argument("--skip-command", action="store_true", help="leave out table 4 (two whole commands)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -151,7 +159,7 @@ def main() -> None:
     )
 
     # 1. models alone
-    print(f"\n1. models alone: predict() frames per second on {device} ({machine})")
+    print(f"\n1. models alone: predict() frames per {args.clock} second on {device} ({machine})")
     head = f"{'model':<22} {'precision':<9} " + " ".join(f"{'fb ' + str(b):>9}" for b in FRAME_BATCHES)
     head += f" {'fb32/fb1':>9} {'peak MB':>8}"
     print(head)
@@ -160,7 +168,7 @@ def main() -> None:
         model = create_model(name, **kw).to(device)
         for precision in _precisions(device):
             _reset_peak(device)
-            fps = [_predict_fps(model, b, device, args.seconds, precision) for b in FRAME_BATCHES]
+            fps = [_predict_fps(model, b, device, args.seconds, precision, CLOCK[args.clock]) for b in FRAME_BATCHES]
             cells = " ".join(f"{v:>9.1f}" for v in fps)
             print(f"{label:<22} {precision:<9} {cells} {fps[-1] / fps[0]:>8.2f}x {_peak_mb(device):>8}")
 
