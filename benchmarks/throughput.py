@@ -12,9 +12,10 @@ Tables:
 3. **precision modes** -- a whole bench of the shipped UNet (the default frame batch) for every precision this machine runs
    (fp32; bf16 on CUDA and on CPUs with native bf16; fp16 on CUDA): frames per second, and the change of NME and
    NMF against fp32 (relative change of the dataset means, and the largest change of a landmark, frame pixels).
-4. **whole command** -- ``wflwv bench --model unet`` as a subprocess with ``--frame-batch 1`` and with the default,
-   wall time including start-up (and CPU time, which a busy machine does not distort), and the largest difference
-   of per-clip NME / NMF and of the predictions.
+4. **whole command** -- ``wflwv bench --model unet`` as a subprocess with ``--frame-batch 1`` and with the default
+   (and with ``--before CHECKOUT``, the same command with another checkout's code, e.g. the code before frame
+   batching), wall time including start-up and CPU time (the fastest of ``--repeats`` runs), and the largest
+   difference of per-clip NME / NMF and of the predictions.
 
 Data: ``--data DIR``; by default the demo dataset when it is already built in the cache (``--demo`` builds it:
 a few minutes on first use), else synthetic clips (``wflwv.testing``, said in the output).
@@ -24,12 +25,14 @@ Usage::
     python benchmarks/throughput.py                    # this machine's default torch threads
     python benchmarks/throughput.py --threads 1 --demo
     python benchmarks/throughput.py --device cuda      # the same tables on a GPU, with peak memory
+    python benchmarks/throughput.py --before ../wflwv-before --repeats 3   # the whole command against older code
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,7 +148,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seconds", type=float, default=3.0, help="timing per row of table 1")
     ap.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="table 1's clock (cpu: for busy machines)")
-    ap.add_argument("--skip-command", action="store_true", help="leave out table 4 (two whole commands)")
+    ap.add_argument("--skip-command", action="store_true", help="leave out table 4 (whole commands)")
+    ap.add_argument("--before", default=None, help="table 4: also bench with the code of this checkout (PYTHONPATH)")
+    ap.add_argument("--repeats", type=int, default=2, help="table 4: runs per command (the fastest counts)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     if args.threads:
@@ -211,28 +216,41 @@ def main() -> None:
         # 4. the whole command, frame batching on and off
         if not args.skip_command:
             print("\n4. whole command: wflwv bench --model unet, wall time including start-up")
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-            if args.threads:
-                env["OMP_NUM_THREADS"] = str(args.threads)
+            runs = [(f"--frame-batch {fb}", ROOT, ["--frame-batch", str(fb)]) for fb in (1, DEFAULT_FRAME_BATCH)]
+            if args.before:
+                runs.insert(0, (f"before ({args.before})", Path(args.before), []))
             walls, cpus = {}, {}
-            fbs = (1, DEFAULT_FRAME_BATCH)
-            for fb in fbs:
-                cmd = [sys.executable, "-m", "wflwv.cli", "bench", "--model", "unet", "--data", str(data), "--out",
-                       str(tmp / f"cmd-fb{fb}"), "--frame-batch", str(fb), "--device", str(device), "--quiet"]  # fmt: skip
-                t0, c0 = time.perf_counter(), os.times()
-                subprocess.run(cmd, env=env, check=True, capture_output=True)
-                c1 = os.times()
-                walls[fb] = time.perf_counter() - t0
-                cpus[fb] = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
-            a = pd.read_csv(tmp / f"cmd-fb{fbs[0]}" / "per_video.csv")
-            b = pd.read_csv(tmp / f"cmd-fb{fbs[1]}" / "per_video.csv")
+            for label, tree, extra in runs:
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
+                if args.threads:
+                    env["OMP_NUM_THREADS"] = str(args.threads)
+                out = tmp / f"cmd-{len(walls)}"
+                for _ in range(args.repeats):  # the fastest of a few: other jobs on the machine only slow runs down
+                    shutil.rmtree(out, ignore_errors=True)
+                    cmd = [sys.executable, "-m", "wflwv.cli", "bench", "--model", "unet", "--data", str(data), "--out",
+                           str(out), "--device", str(device), "--quiet", *extra]  # fmt: skip
+                    t0, c0 = time.perf_counter(), os.times()
+                    subprocess.run(cmd, env=env, check=True, capture_output=True)
+                    c1 = os.times()
+                    cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+                    walls[label] = min(walls.get(label, np.inf), time.perf_counter() - t0)
+                    cpus[label] = min(cpus.get(label, np.inf), cpu)
+            print(f"{'command':<40} {'wall s':>8} {'fps':>8} {'CPU s':>8} {'speed-up':>9}")
+            first = runs[0][0]
+            for label, _, _ in runs:
+                print(f"{label[:40]:<40} {walls[label]:>8.1f} {frames / walls[label]:>8.1f} {cpus[label]:>8.1f} "
+                      f"{walls[first] / walls[label]:>5.2f}x / {cpus[first] / cpus[label]:.2f}x CPU")  # fmt: skip
+            outs = [tmp / f"cmd-{i}" for i in range(len(runs))]
+            a, b = (pd.read_csv(o / "per_video.csv") for o in outs[-2:])
             d_nme, d_nmf = (a.nme - b.nme).abs().max(), (a.nmf - b.nmf).abs().max()
-            worst = _max_prediction_diff(tmp / f"cmd-fb{fbs[0]}", tmp / f"cmd-fb{fbs[1]}", ids)
-            print(f"{'--frame-batch':<14} {'wall s':>8} {'fps':>8} {'CPU s':>8}")
-            for fb in fbs:
-                print(f"{fb:<14} {walls[fb]:>8.1f} {frames / walls[fb]:>8.1f} {cpus[fb]:>8.1f}")
-            print(f"speed-up {walls[fbs[0]] / walls[fbs[1]]:.2f}x wall, {cpus[fbs[0]] / cpus[fbs[1]]:.2f}x CPU time; "
-                  f"largest per-clip difference: NME {d_nme:.2e} %, NMF {d_nmf:.2e}, predictions {worst:.2e} frame px")  # fmt: skip
+            worst = _max_prediction_diff(outs[-2], outs[-1], ids)
+            print(f"--frame-batch 1 vs {DEFAULT_FRAME_BATCH}, largest per-clip difference: NME {d_nme:.2e} %, NMF "
+                  f"{d_nmf:.2e}, predictions {worst:.2e} frame px")  # fmt: skip
+            if args.before:
+                c = pd.read_csv(outs[0] / "per_video.csv")
+                worst = _max_prediction_diff(outs[0], outs[-1], ids)
+                print(f"before vs --frame-batch {DEFAULT_FRAME_BATCH}: NME {(c.nme - b.nme).abs().max():.2e} %, NMF "
+                      f"{(c.nmf - b.nmf).abs().max():.2e}, predictions {worst:.2e} frame px")  # fmt: skip
 
 
 if __name__ == "__main__":
