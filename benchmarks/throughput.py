@@ -140,30 +140,7 @@ def _max_prediction_diff(a: Path, b: Path, ids: list[str]) -> float:
     return worst
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=None, help="a dataset folder (default: the demo dataset, else synthetic)")
-    ap.add_argument("--demo", action="store_true", help="build the demo dataset if it is not there yet")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="timing per row of table 1")
-    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="table 1's clock (cpu: for busy machines)")
-    ap.add_argument("--skip-command", action="store_true", help="leave out table 4 (whole commands)")
-    ap.add_argument("--before", default=None, help="table 4: also bench with the code of this checkout (PYTHONPATH)")
-    ap.add_argument("--repeats", type=int, default=2, help="table 4: runs per command (the fastest counts)")
-    args = ap.parse_args()
-    warnings.simplefilter("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    cpu = device.type == "cpu"
-    machine = (
-        f"{os.cpu_count()} CPU core(s), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-        if cpu
-        else torch.cuda.get_device_name(device)
-    )
-
-    # 1. models alone
+def table_models(args, device: torch.device, machine: str) -> None:
     print(f"\n1. models alone: predict() frames per {args.clock} second on {device} ({machine})")
     head = f"{'model':<22} {'precision':<9} " + " ".join(f"{'fb ' + str(b):>9}" for b in FRAME_BATCHES)
     head += f" {'fb32/fb1':>9} {'peak MB':>8}"
@@ -177,6 +154,99 @@ def main() -> None:
             cells = " ".join(f"{v:>9.1f}" for v in fps)
             print(f"{label:<22} {precision:<9} {cells} {fps[-1] / fps[0]:>8.2f}x {_peak_mb(device):>8}")
 
+
+def table_pipeline(data: Path, tmp: Path, device: torch.device, frames: int) -> None:
+    scheme = WFLWVDataset(data).scheme.name
+    _, wall = _bench_row(create_model("mean-shape", scheme=scheme), data, tmp / "pipeline", device)
+    print(f"\n2. bench pipeline alone (decode + crop + scoring + writing, mean-shape model): {frames / wall:.1f} fps")
+
+
+def table_precision(data: Path, tmp: Path, device: torch.device, frames: int, ids: list[str]) -> None:
+    print(f"\n3. precision modes: whole bench of the shipped UNet, frame batch {DEFAULT_FRAME_BATCH}")
+    head = (
+        f"{'precision':<9} {'fps':>8} {'NME %':>9} {'NMF':>9} {'dNME rel':>9} {'dNMF rel':>9} "
+        f"{'max |d| px':>10} {'peak MB':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    ref = None
+    for precision in _precisions(device):
+        out = tmp / f"unet-{precision}"
+        s, wall = _bench_row(create_model("unet"), data, out, device, precision=precision)
+        a = s["sets"]["none"]["splits"]["all"]
+        if ref is None:
+            ref = (a, out)
+        d_nme = (a["nme"] - ref[0]["nme"]) / ref[0]["nme"]
+        d_nmf = (a["nmf"] - ref[0]["nmf"]) / ref[0]["nmf"]
+        worst = _max_prediction_diff(ref[1], out, ids)
+        print(f"{precision:<9} {frames / wall:>8.1f} {a['nme']:>9.4f} {a['nmf']:>9.3f} {100 * d_nme:>8.3f}% "
+              f"{100 * d_nmf:>8.3f}% {worst:>10.4f} {_peak_mb(device):>8}")  # fmt: skip
+    print("(fp32 is the default; another mode is worth it only when its change is below 0.1 % NME and 1 % NMF)")
+
+
+def _compare(label: str, a: Path, b: Path, ids: list[str]) -> None:
+    x, y = pd.read_csv(a / "per_video.csv"), pd.read_csv(b / "per_video.csv")
+    print(f"{label}: largest per-clip difference NME {(x.nme - y.nme).abs().max():.2e} %, NMF "
+          f"{(x.nmf - y.nmf).abs().max():.2e}, predictions {_max_prediction_diff(a, b, ids):.2e} frame px")  # fmt: skip
+
+
+def table_command(args, data: Path, tmp: Path, device: torch.device, frames: int, ids: list[str]) -> None:
+    print("\n4. whole command: wflwv bench --model unet, wall time including start-up")
+    runs = [(f"--frame-batch {fb}", ROOT, ["--frame-batch", str(fb)]) for fb in (1, DEFAULT_FRAME_BATCH)]
+    if args.before:
+        runs.insert(0, (f"before ({args.before})", Path(args.before).resolve(), []))
+    walls, cpus, outs = {}, {}, {}
+    for label, tree, extra in runs:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        outs[label] = tmp / f"cmd-{len(outs)}"
+        for _ in range(args.repeats):  # the fastest of a few: other jobs on the machine only slow runs down
+            shutil.rmtree(outs[label], ignore_errors=True)
+            cmd = [sys.executable, "-m", "wflwv.cli", "bench", "--model", "unet", "--data", str(data), "--out",
+                   str(outs[label]), "--device", str(device), "--quiet", *extra]  # fmt: skip
+            t0, c0 = time.perf_counter(), os.times()
+            # cwd: a neutral folder, or `python -m` would import the package from the current directory
+            subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=tmp)
+            c1 = os.times()
+            cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+            walls[label] = min(walls.get(label, np.inf), time.perf_counter() - t0)
+            cpus[label] = min(cpus.get(label, np.inf), cpu)
+    print(f"{'command':<40} {'wall s':>8} {'fps':>8} {'CPU s':>8}  speed-up over the first row")
+    first = runs[0][0]
+    for label, _, _ in runs:
+        print(f"{label[:40]:<40} {walls[label]:>8.1f} {frames / walls[label]:>8.1f} {cpus[label]:>8.1f}  "
+              f"{walls[first] / walls[label]:.2f}x wall, {cpus[first] / cpus[label]:.2f}x CPU")  # fmt: skip
+    labels = [r[0] for r in runs]
+    _compare(f"{labels[-2]} vs {labels[-1]}", outs[labels[-2]], outs[labels[-1]], ids)
+    if args.before:
+        _compare(f"before vs {labels[-1]}", outs[labels[0]], outs[labels[-1]], ids)
+        _compare(f"before vs {labels[-2]}", outs[labels[0]], outs[labels[-2]], ids)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None, help="a dataset folder (default: the demo dataset, else synthetic)")
+    ap.add_argument("--demo", action="store_true", help="build the demo dataset if it is not there yet")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="timing per row of table 1")
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="table 1's clock (cpu: for busy machines)")
+    ap.add_argument("--tables", default="1234", help="which tables to print (e.g. 4)")
+    ap.add_argument("--before", default=None, help="table 4: also bench with the code of this checkout")
+    ap.add_argument("--repeats", type=int, default=2, help="table 4: runs per command (the fastest counts)")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    machine = (
+        f"{os.cpu_count()} CPU core(s), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+        if device.type == "cpu"
+        else torch.cuda.get_device_name(device)
+    )
+    if "1" in args.tables:
+        table_models(args, device, machine)
     with tempfile.TemporaryDirectory(prefix="wflwv-throughput-") as tmp_s:
         tmp = Path(tmp_s)
         data, what = _data(args, tmp)
@@ -184,73 +254,12 @@ def main() -> None:
         ids = ds.ids()
         frames = sum(ds.load(v).num_frames for v in ids)
         print(f"\ndata: {what}: {len(ids)} clips, {frames} frames")
-
-        # 2. the bench pipeline alone
-        summary, wall = _bench_row(create_model("mean-shape", scheme=ds.scheme.name), data, tmp / "pipeline", device)
-        print(
-            f"\n2. bench pipeline alone (decode + crop + scoring + writing, mean-shape model): {frames / wall:.1f} fps"
-        )
-
-        # 3. precision modes of a whole bench
-        print(f"\n3. precision modes: whole bench of the shipped UNet, frame batch {DEFAULT_FRAME_BATCH}")
-        head = (
-            f"{'precision':<9} {'fps':>8} {'NME %':>9} {'NMF':>9} {'dNME rel':>9} {'dNMF rel':>9} "
-            f"{'max |d| px':>10} {'peak MB':>8}"
-        )
-        print(head)
-        print("-" * len(head))
-        ref = None
-        for precision in _precisions(device):
-            out = tmp / f"unet-{precision}"
-            s, wall = _bench_row(create_model("unet"), data, out, device, precision=precision)
-            a = s["sets"]["none"]["splits"]["all"]
-            if ref is None:
-                ref = (a, out)
-            d_nme = (a["nme"] - ref[0]["nme"]) / ref[0]["nme"]
-            d_nmf = (a["nmf"] - ref[0]["nmf"]) / ref[0]["nmf"]
-            worst = _max_prediction_diff(ref[1], out, ids)
-            print(f"{precision:<9} {frames / wall:>8.1f} {a['nme']:>9.4f} {a['nmf']:>9.3f} {100 * d_nme:>8.3f}% "
-                  f"{100 * d_nmf:>8.3f}% {worst:>10.4f} {_peak_mb(device):>8}")  # fmt: skip
-        print("(fp32 is the default; another mode is worth it only when its change is below 0.1 % NME and 1 % NMF)")
-
-        # 4. the whole command, frame batching on and off
-        if not args.skip_command:
-            print("\n4. whole command: wflwv bench --model unet, wall time including start-up")
-            runs = [(f"--frame-batch {fb}", ROOT, ["--frame-batch", str(fb)]) for fb in (1, DEFAULT_FRAME_BATCH)]
-            if args.before:
-                runs.insert(0, (f"before ({args.before})", Path(args.before), []))
-            walls, cpus = {}, {}
-            for label, tree, extra in runs:
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
-                if args.threads:
-                    env["OMP_NUM_THREADS"] = str(args.threads)
-                out = tmp / f"cmd-{len(walls)}"
-                for _ in range(args.repeats):  # the fastest of a few: other jobs on the machine only slow runs down
-                    shutil.rmtree(out, ignore_errors=True)
-                    cmd = [sys.executable, "-m", "wflwv.cli", "bench", "--model", "unet", "--data", str(data), "--out",
-                           str(out), "--device", str(device), "--quiet", *extra]  # fmt: skip
-                    t0, c0 = time.perf_counter(), os.times()
-                    subprocess.run(cmd, env=env, check=True, capture_output=True)
-                    c1 = os.times()
-                    cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
-                    walls[label] = min(walls.get(label, np.inf), time.perf_counter() - t0)
-                    cpus[label] = min(cpus.get(label, np.inf), cpu)
-            print(f"{'command':<40} {'wall s':>8} {'fps':>8} {'CPU s':>8} {'speed-up':>9}")
-            first = runs[0][0]
-            for label, _, _ in runs:
-                print(f"{label[:40]:<40} {walls[label]:>8.1f} {frames / walls[label]:>8.1f} {cpus[label]:>8.1f} "
-                      f"{walls[first] / walls[label]:>5.2f}x / {cpus[first] / cpus[label]:.2f}x CPU")  # fmt: skip
-            outs = [tmp / f"cmd-{i}" for i in range(len(runs))]
-            a, b = (pd.read_csv(o / "per_video.csv") for o in outs[-2:])
-            d_nme, d_nmf = (a.nme - b.nme).abs().max(), (a.nmf - b.nmf).abs().max()
-            worst = _max_prediction_diff(outs[-2], outs[-1], ids)
-            print(f"--frame-batch 1 vs {DEFAULT_FRAME_BATCH}, largest per-clip difference: NME {d_nme:.2e} %, NMF "
-                  f"{d_nmf:.2e}, predictions {worst:.2e} frame px")  # fmt: skip
-            if args.before:
-                c = pd.read_csv(outs[0] / "per_video.csv")
-                worst = _max_prediction_diff(outs[0], outs[-1], ids)
-                print(f"before vs --frame-batch {DEFAULT_FRAME_BATCH}: NME {(c.nme - b.nme).abs().max():.2e} %, NMF "
-                      f"{(c.nmf - b.nmf).abs().max():.2e}, predictions {worst:.2e} frame px")  # fmt: skip
+        if "2" in args.tables:
+            table_pipeline(data, tmp, device, frames)
+        if "3" in args.tables:
+            table_precision(data, tmp, device, frames, ids)
+        if "4" in args.tables:
+            table_command(args, data, tmp, device, frames, ids)
 
 
 if __name__ == "__main__":
