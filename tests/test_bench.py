@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from wflwv.benchmark.harness import BenchError, run_benchmark
 from wflwv.benchmark.results import RunDir
 from wflwv.cli import cli
+from wflwv.io import LOCK_FILE, LOCK_OWNER_FILE
 from wflwv.models import LandmarkModel, ModelOutput, create_model
 from wflwv.protocol.layout import WFLWVDataset
 
@@ -137,7 +138,8 @@ def test_interrupted_run_resumes_without_redoing_finished_clips(synth_root, tmp_
         _bench(_Recorder(raise_after=12 + 5), synth_root, out)  # dies inside the second clip
     done = sorted(p.stem for p in (out / "clips").glob("*.json"))
     assert len(done) == 1
-    assert not list(out.rglob(".*.tmp")) and not [p for p in out.rglob("*") if p.name.startswith(".")]
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") and p.name != LOCK_FILE]  # the lock file stays
+    assert not list(out.rglob(".*.tmp")) and not leftovers and not (out / LOCK_OWNER_FILE).exists()
     m = _Recorder()
     _bench(m, synth_root, out)
     seen = {vid for call in m.calls for vid, _ in call}
@@ -170,11 +172,10 @@ def test_98_point_model_is_scored_on_68_point_data(tmp_path):
     s = _bench(create_model("mean-shape", scheme="wflw98"), root, tmp_path / "run")
     assert s["sets"]["none"]["splits"]["all"]["videos"] == 2
     assert len(s["sets"]["none"]["splits"]["all"]["nmf_per_landmark"]) == 68
-    with pytest.raises(BenchError, match="cannot convert ibug68"):
-        from wflwv.testing import make_synthetic_dataset as mk
-
-        mk(tmp_path / "d98", num_hard=1, num_easy=0, num_frames=4)
-        _bench(create_model("mean-shape", scheme="ibug68"), tmp_path / "d98", tmp_path / "run2")
+    # the other way round the ground truth is converted: scored in iBUG-68 (tests/test_scoring_scheme.py)
+    make_synthetic_dataset(tmp_path / "d98", num_hard=1, num_easy=0, num_frames=4)
+    s = _bench(create_model("mean-shape", scheme="ibug68"), tmp_path / "d98", tmp_path / "run2")
+    assert s["scoring_scheme"] == "ibug68" and len(s["sets"]["none"]["splits"]["all"]["nmf_per_landmark"]) == 68
 
 
 def test_cuda_request_without_gpu_is_a_clear_error(synth_root, tmp_path):

@@ -131,12 +131,51 @@ def test_released_args_translation():
         z0_mode="zeros",
     )
     cfg = LDEQConfig.from_released_args(args)
-    assert cfg.solver == "anderson" and cfg.max_iters == 7 and cfg.tol_rel == 1e-3 and cfg.grad_mode == "jfb"
+    # the released counting is kept: the same max_iters, and f applied once more after the solver
+    assert cfg.solver == "anderson" and cfg.max_iters == 5 and cfg.tol_rel == 1e-3 and cfg.grad_mode == "jfb"
+    assert cfg.final_eval and not cfg.early_exit and cfg.rwr_max_iters == 1
     args.solver = "fpi"
-    assert LDEQConfig.from_released_args(args).max_iters == 6
+    args.take_one_less_inference_step = True
+    cfg = LDEQConfig.from_released_args(args)
+    assert cfg.max_iters == 5 and not cfg.final_eval
+    args.stochastic_max_iters = True  # the released evaluation halves the cap (Python rounding)
+    assert LDEQConfig.from_released_args(args).max_iters == 2
+    args.max_iters = 7
+    assert LDEQConfig.from_released_args(args).max_iters == 4
+    args.max_iters = 1
+    assert LDEQConfig.from_released_args(args).max_iters == 1
     args.model_mode = "explicit"
     with pytest.raises(ValueError, match="explicit"):
         LDEQConfig.from_released_args(args)
+
+
+def test_config_of_wflwv_0_1_evaluates_as_it_did():
+    # wflwv 0.1 counted cell evaluations including the output's and stopped at the first iterate meeting the
+    # tolerance; such a config (it has rwr_iters) is translated to today's fields
+    old = {**LDEQConfig(**NANO).to_dict(), "solver": "anderson", "max_iters": 6, "backward_max_iters": 4}
+    old.pop("rwr_max_iters"), old.pop("early_exit"), old.pop("final_eval")
+    old["rwr_iters"] = 2
+    cfg = LDEQConfig.from_dict(old)
+    assert (cfg.max_iters, cfg.backward_max_iters, cfg.rwr_max_iters, cfg.early_exit) == (4, 2, 1, True)
+    cfg = LDEQConfig.from_dict({**old, "solver": "fpi", "max_iters": 1})
+    assert (cfg.max_iters, cfg.early_exit) == (1, True)
+    # the shipped demo model was saved by wflwv 0.1 and loads this way
+    m = create_model("ldeq")
+    assert m.cfg.early_exit and m.cfg.max_iters == 4 and m.config()["label_tags"] == ["early exit"]
+
+
+def test_final_eval_false_outputs_the_answer_itself():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for solver in ("fpi", "anderson"):
+            net = LDEQNet(LDEQConfig(**NANO, solver=solver, max_iters=3, tol_rel=0.0)).eval()
+            out = net(x)
+            net.config = net.config.with_overrides(final_eval=False)
+            less = net(x)
+            assert torch.equal(less["heatmaps"], less["z_solver"])
+            assert torch.allclose(out["z_solver"], less["z_solver"])
+            assert (less["cell_evals"] == out["cell_evals"] - int(solver == "fpi")).all()
 
 
 def test_heatmaps_to_keypoints_units():
@@ -171,7 +210,7 @@ def test_reference_stem_cell_fpi_anderson_rwr(ref_net):
     net, io = ref_net
     cfg = net.config
     # the checkpoint's args: fpi, 3 solver iterations + 1 final evaluation = 4 cell evaluations, tolerance 0
-    assert (cfg.solver, cfg.max_iters, cfg.tol_rel) == ("fpi", 4, 0.0)
+    assert (cfg.solver, cfg.max_iters, cfg.tol_rel) == ("fpi", 3, 0.0)
     x = torch.from_numpy(io["images"]).double()
     with torch.no_grad():
         feats = net.features(x)
@@ -183,11 +222,13 @@ def test_reference_stem_cell_fpi_anderson_rwr(ref_net):
         np.testing.assert_allclose(fpi["keypoints"].numpy(), io["fpi_keypoints"], atol=1e-4)
         np.testing.assert_allclose(fpi["uncertainty"].numpy(), io["fpi_uncertainty"], atol=1e-4)
         np.testing.assert_allclose(fpi["z_star"][0].numpy(), io["fpi_z_star_sample0"], atol=1e-4)
-        # released anderson with max_iters 5 evaluates 2 + 5 iterates
-        an = net(x, solver="anderson", max_iters=7)
+        # released anderson with max_iters 5 evaluates 2 + 5 iterates (the final evaluation is the best one's)
+        an = net(x, solver="anderson", max_iters=5)
+        assert an["cell_evals"].tolist() == [7, 7] and an["solver_iters"].tolist() == [5, 5]
         np.testing.assert_allclose(an["keypoints"].numpy(), io["anderson_keypoints"], atol=1e-4)
         np.testing.assert_allclose(an["uncertainty"].numpy(), io["anderson_uncertainty"], atol=1e-4)
-        rwr = net(x, z0=fpi["z_star"], max_iters=2)
+        rwr = net(x, z0=fpi["z_star"], max_iters=1)
+        assert rwr["cell_evals"].tolist() == [2, 2]
         np.testing.assert_allclose(rwr["keypoints"].numpy(), io["rwr_fpi1_keypoints"], atol=1e-4)
         # the output heatmaps are f(z_solver): reusing the solver's evaluation equals evaluating again
         again = net.cell(an["z_solver"], feats)
@@ -199,14 +240,24 @@ def test_reference_through_the_harness_model(ref_net):
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     images01 = torch.from_numpy(io["images"]) * std + mean  # predict() re-applies the normalisation
-    m = create_model("ldeq", weights=str(REF / "ldeq_small_reference.pth.tar"), rwr=True)
-    assert m.scheme == "wflw98"
+    weights = str(REF / "ldeq_small_reference.pth.tar")
+    # rwr_full_first_frame (not released): the first frame gets the checkpoint's full solve
+    m = create_model("ldeq", weights=weights, rwr=True, rwr_full_first_frame=True)
+    assert m.scheme == "wflw98" and m.config()["label_tags"] == ["full first frame"]
     first = m.predict(images01, [None, None], _frames(2))
     np.testing.assert_allclose(first.landmarks_numpy() / 256, io["fpi_keypoints"], atol=1e-4)
     second = m.predict(images01, first.states, _frames(2))
     np.testing.assert_allclose(second.landmarks_numpy() / 256, io["rwr_fpi1_keypoints"], atol=1e-4)
     assert second.stats_numpy()["cell_evals"].tolist() == [2, 2]
     assert first.stats_numpy()["cell_evals"].tolist() == [4, 4]
+    # released: the first frame, too, gets rwr_max_iters = 1 iteration (from zeros) and f once more
+    released = create_model("ldeq", weights=weights, rwr=True)
+    assert released.config()["label_tags"] == []
+    first = released.predict(images01, [None, None], _frames(2))
+    assert first.stats_numpy()["cell_evals"].tolist() == [2, 2]
+    with torch.no_grad():
+        two = released.net(torch.from_numpy(io["images"]), max_iters=1)
+    np.testing.assert_allclose(first.landmarks_numpy(), two["keypoints"].numpy() * 256, atol=2e-3)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -288,12 +339,19 @@ def test_training_forward_contract():
     x = torch.randn(3, 3, 64, 64)
     out = net(x)
     assert out["keypoints"].shape == (3, 4, 2) and out["keypoints"].requires_grad
-    assert out["cell_evals"].tolist() == [4, 4, 4] and out["solver_iters"].tolist() == [3, 3, 3]
+    # anderson, 3 iterations: x0, f(x0), 3 mixed iterates, then the tracked evaluation at the answer
+    assert out["cell_evals"].tolist() == [6, 6, 6] and out["solver_iters"].tolist() == [3, 3, 3]
     torch.nn.functional.mse_loss(out["keypoints"], torch.rand(3, 4, 2)).backward()
     assert net.tail[0].conv.weight.grad is not None and net.deq_layer.cell.head.conv.weight.grad is not None
     with torch.no_grad():
-        ev = net.eval()(x)
-    assert not ev["keypoints"].requires_grad and ev["cell_evals"].tolist() == [3, 3, 3]
+        ev = net.eval()(x)  # inference reuses the answer's f-value
+    assert not ev["keypoints"].requires_grad and ev["cell_evals"].tolist() == [5, 5, 5]
+    # fpi: 3 iterations then f once more, tracked in training, the solver's own final evaluation in inference
+    net = LDEQNet(LDEQConfig(**NANO, max_iters=3, solver="fpi", tol_rel=0.0)).train()
+    assert net(x)["cell_evals"].tolist() == [4, 4, 4]
+    assert net(x, grad_mode="unrolled")["cell_evals"].tolist() == [4, 4, 4]
+    with torch.no_grad():
+        assert net.eval()(x)["cell_evals"].tolist() == [4, 4, 4]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -309,7 +367,16 @@ def _two_images():
 
 def test_batch_equals_one_at_a_time_with_per_sample_stopping():
     torch.manual_seed(0)
-    m = _tiny_model(solver="anderson", max_iters=30, tol=1e-4, rwr=True)
+    m = _tiny_model(
+        solver="anderson",
+        max_iters=30,
+        tol=1e-4,
+        rwr=True,
+        rwr_full_first_frame=True,
+        rwr_max_iters=3,
+        sequential=False,
+    )
+    assert m.config()["label_tags"] == ["full first frame", "batched"]
     _make_contractive(m.net)
     imgs = _two_images()
     both = m.predict(imgs, [None, None], _frames(2))
@@ -325,29 +392,56 @@ def test_batch_equals_one_at_a_time_with_per_sample_stopping():
     cold = m.predict(imgs[:1], [None], _frames(1))
     np.testing.assert_allclose(mixed.landmarks_numpy()[1], warm.landmarks_numpy()[0], atol=1e-3)
     np.testing.assert_allclose(mixed.landmarks_numpy()[0], cold.landmarks_numpy()[0], atol=1e-3)
-    assert mixed.stats_numpy()["cell_evals"].tolist() == [it[0], warm.stats_numpy()["cell_evals"][0]]
+    evals = both.stats_numpy()["cell_evals"]
+    assert (evals == it + 2).all()  # anderson: x0, f(x0), one mixed iterate per iteration
+    assert mixed.stats_numpy()["cell_evals"].tolist() == [evals[0], warm.stats_numpy()["cell_evals"][0]]
 
 
-def test_rwr_on_identical_frames_stays_at_equilibrium():
+def test_sequential_mode_is_bitwise_independent_of_the_batch_and_threads():
     torch.manual_seed(0)
-    m = _tiny_model(solver="anderson", max_iters=30, tol=1e-4, rwr=True)
-    _make_contractive(m.net)
+    m = _tiny_model(solver="fpi", max_iters=4, tol=0.3, rwr=True)
+    assert m.sequential and m.config()["sequential"] is True
+    imgs = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    torch.set_num_threads(2)  # the fixture restores the count afterwards
+    both = m.predict(imgs, [None] * 3, _frames(3))
+    assert torch.get_num_threads() == 2  # the model ran on one thread and gave the count back
+    torch.set_num_threads(1)
+    for i in range(3):
+        one = m.predict(imgs[i : i + 1], [None], _frames(1))
+        assert np.array_equal(one.landmarks_numpy()[0], both.landmarks_numpy()[i])
+        assert torch.equal(one.states[0], both.states[i])
+    batched = _tiny_model(solver="fpi", max_iters=4, tol=0.3, rwr=True, sequential=False)
+    batched.net.load_state_dict(m.net.state_dict())
+    np.testing.assert_allclose(
+        batched.predict(imgs, [None] * 3, _frames(3)).landmarks_numpy(), both.landmarks_numpy(), atol=1e-3
+    )
+
+
+def test_rwr_on_identical_frames_runs_the_released_budget_unless_early_exit():
+    torch.manual_seed(0)
     imgs = _two_images()
-    first = m.predict(imgs, [None, None], _frames(2))
-    assert (first.stats_numpy()["residual"] < 1e-4).all()
-    second = m.predict(imgs, first.states, _frames(2))
-    # the warm start already meets the tolerance: one evaluation (adaptive compute), same landmarks
-    assert second.stats_numpy()["cell_evals"].tolist() == [1, 1]
-    np.testing.assert_allclose(second.landmarks_numpy(), first.landmarks_numpy(), atol=0.02)
-    for s1, s2 in zip(first.states, second.states):
-        assert ((s2 - s1).norm() / s1.norm()).item() < 1e-3
+    for early in (False, True):
+        m = _tiny_model(
+            solver="anderson", max_iters=30, tol=1e-4, rwr=True, rwr_full_first_frame=True, early_exit=early
+        )
+        _make_contractive(m.net)
+        first = m.predict(imgs, [None, None], _frames(2))
+        assert (first.stats_numpy()["residual"] < 1e-4).all()
+        second = m.predict(imgs, first.states, _frames(2))
+        # released: x0, f(x0) and one mixed iterate whatever the warm start; early exit: the warm start already
+        # meets the tolerance, one evaluation (adaptive compute)
+        assert second.stats_numpy()["cell_evals"].tolist() == ([1, 1] if early else [3, 3])
+        assert m.config()["early_exit"] is early and ("early exit" in m.config()["label_tags"]) is early
+        np.testing.assert_allclose(second.landmarks_numpy(), first.landmarks_numpy(), atol=0.02)
+        for s1, s2 in zip(first.states, second.states):
+            assert ((s2 - s1).norm() / s1.norm()).item() < 1e-3
 
 
 def test_rwr_caps_cell_evaluations_below_a_full_solve():
     torch.manual_seed(0)
     imgs = _two_images()
     full = _tiny_model(solver="fpi", max_iters=8, tol=1e-6, rwr=False)
-    rwr = _tiny_model(solver="fpi", max_iters=8, tol=1e-6, rwr=True, rwr_iters=2)
+    rwr = _tiny_model(solver="fpi", max_iters=8, tol=1e-6, rwr=True, rwr_full_first_frame=True)
     rwr.net.load_state_dict(full.net.state_dict())
     a1 = full.predict(imgs, [None, None], _frames(2))
     a2 = full.predict(imgs, a1.states, _frames(2))  # without rwr the states are ignored
@@ -355,11 +449,10 @@ def test_rwr_caps_cell_evaluations_below_a_full_solve():
     b1 = rwr.predict(imgs, [None, None], _frames(2))
     np.testing.assert_allclose(b1.landmarks_numpy(), a1.landmarks_numpy(), atol=1e-4)  # first frame: full solve
     b2 = rwr.predict(imgs * 0.9, b1.states, _frames(2))
-    full_evals = a2.stats_numpy()["cell_evals"]
-    assert (full_evals == 8).all()
-    assert (b2.stats_numpy()["cell_evals"] <= 2).all()
+    assert (a2.stats_numpy()["cell_evals"] == 9).all()  # 8 iterations + f once more
+    assert (b2.stats_numpy()["cell_evals"] == 2).all()  # rwr_max_iters = 1: 1 iteration + f once more
     # and it really is warm-started: the same 2 evaluations from zeros give something else
-    cold2 = rwr.net(rwr_norm(imgs * 0.9), max_iters=2)
+    cold2 = rwr.net(rwr_norm(imgs * 0.9), max_iters=1)
     assert not np.allclose(cold2["keypoints"].detach().numpy() * 256, b2.landmarks_numpy(), atol=1e-2)
 
 
@@ -379,7 +472,10 @@ def test_model_outputs_and_warning():
     assert out.heatmaps.shape == (1, 68, 64, 64) and out.states[0].shape == (68, 64, 64)
     cfg = m.config()
     json.dumps(cfg)
-    assert cfg["num_landmarks"] == 68 and cfg["rwr"] is False
+    assert cfg["num_landmarks"] == 68 and cfg["rwr"] is False and cfg["label_tags"] == []
+    assert cfg["rwr_max_iters"] == 1 and cfg["rwr_full_first_frame"] is False and cfg["early_exit"] is False
+    with pytest.raises(TypeError, match="rwr_max_iters"):
+        create_model("ldeq", **TINY68, rwr_iters=2)
     with pytest.raises(ValueError, match="98 .*68"):
         create_model("ldeq", num_landmarks=5)
 

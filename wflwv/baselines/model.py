@@ -33,6 +33,7 @@ from wflwv.models.checkpoints import (
     make_checkpoint,
     resolve_default_weights,
     save_checkpoint,
+    seeded_init,
 )
 from wflwv.schemes import SCHEMES, get_scheme
 
@@ -151,11 +152,13 @@ def create_baseline_model(
     scheme: str | None = None,
     overrides: dict[str, Any] | None = None,
     after_build: Callable[[nn.Module], None] | None = None,
+    seed: int = 0,
 ) -> HeatmapLandmarkModel:
     """What the registered ``unet`` / ``hrnet`` / ``hrformer`` factories do.
 
     Without ``weights`` the network is built from ``size`` (default ``base``), ``num_landmarks`` (default 98)
-    and the config ``overrides``, randomly initialised. With ``weights`` everything comes from the checkpoint;
+    and the config ``overrides``, randomly initialised from ``seed`` (recorded in :meth:`~HeatmapLandmarkModel.config`,
+    so two runs of one command give the same network). With ``weights`` everything comes from the checkpoint;
     passing ``size`` or overrides as well is an error, ``num_landmarks`` / ``scheme`` must then agree with it.
     ``after_build(net)`` runs on a freshly built (not checkpoint-loaded) network (e.g. to load a backbone).
     """
@@ -171,13 +174,16 @@ def create_baseline_model(
         if unknown:  # a factory argument it does not take: TypeError, as for any other model factory
             raise TypeError(f"{arch} has no field(s) {', '.join(unknown)}; configurable fields: {', '.join(fields)}")
         config = make_config(arch, size=size or "base", num_landmarks=k, **overrides)
-        net = get_arch(arch).net_cls(config)
+        with seeded_init(seed):
+            net = get_arch(arch).net_cls(config)
         if after_build is not None:
             after_build(net)
         _check_scheme(scheme, config.num_landmarks)
         if scheme is None:
             scheme = _default_scheme(config.num_landmarks)
-        return HeatmapLandmarkModel(arch, net, config, scheme, None)
+        model = HeatmapLandmarkModel(arch, net, config, scheme, None)
+        model.extra_config["seed"] = int(seed)
+        return model
 
     if size is not None or overrides:
         given = (["size"] if size is not None else []) + sorted(overrides)

@@ -112,6 +112,7 @@ def unet_model(
     size: str | None = None,
     num_landmarks: int | None = None,
     scheme: str | None = None,
+    seed: int = 0,
     **overrides: Any,
 ):
     """UNet heatmap baseline (sizes tiny/small/base/large; weights=PATH loads a toolkit checkpoint).
@@ -120,7 +121,8 @@ def unet_model(
         weights: toolkit checkpoint (``{"arch": "unet", "config", "scheme", "state_dict"}``); its config wins.
         size: preset (default ``base``) when building from scratch.
         num_landmarks: K (default 98).
+        seed: random initialisation when building from scratch (recorded with the model's configuration).
         scheme: landmark scheme (default: from K, ``wflw98`` / ``ibug68``).
         **overrides: any :class:`UNetConfig` field (``width``, ``depth``, ``max_width``, ``stem_width``).
     """
-    return create_baseline_model("unet", weights, size, num_landmarks, scheme, overrides)
+    return create_baseline_model("unet", weights, size, num_landmarks, scheme, overrides, seed=seed)

@@ -3,8 +3,10 @@
 For each clip the model pass (:mod:`wflwv.benchmark.inference`) decodes the video, crops every frame with the
 protocol, runs the model over the frames (in order, carrying the model's per-clip state, for a stateful model; in
 batches of ``frame_batch`` frames for a stateless one) and maps predictions back to frame pixels. The harness then
-converts them to the dataset's landmark scheme (e.g. a 98-point model on 68-point data) and records per-clip
-metrics, predictions and per-frame model statistics in the run folder (:mod:`wflwv.benchmark.results`).
+scores them in the dataset's landmark scheme (a 98-point model on 68-point data: its predictions converted) or,
+when the model has fewer points than the data (a 68-point model on 98-point data), in the model's scheme with the
+ground truth converted (run.json records the ``scoring_scheme``), and records per-clip metrics, predictions and
+per-frame model statistics in the run folder (:mod:`wflwv.benchmark.results`).
 ``batch_videos`` clips are processed together. Where the model pass runs is the engine's business
 (:mod:`wflwv.benchmark.engines`: this process, or Ray workers); scoring and writing happen here, in this process
 only. Filters (:mod:`wflwv.filters`) are post-processing of the saved predictions, so adding filter settings to a
@@ -18,6 +20,7 @@ clips that failed are tried again.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,7 +33,7 @@ from tqdm.auto import tqdm
 from wflwv.benchmark import metrics as M
 from wflwv.benchmark.engines import BenchJob, Engine, InProcessEngine
 from wflwv.benchmark.inference import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError, ClipOutcome, is_stateful
-from wflwv.benchmark.results import UNFILTERED, RunDir
+from wflwv.benchmark.results import UNFILTERED, RunDir, RunLockedError, holding_run_lock
 from wflwv.filters import FilterSetting, apply_filter
 from wflwv.io import provenance
 from wflwv.models.api import LandmarkModel, resolve_device
@@ -39,6 +42,7 @@ from wflwv.schemes import LandmarkScheme, convert_landmarks, get_scheme
 
 __all__ = [
     "BenchError",
+    "RunLockedError",
     "resolve_device",
     "score_clip",
     "run_benchmark",
@@ -126,7 +130,7 @@ def evaluate_set(
     """
     label = UNFILTERED if setting is None else setting.label
     rows, frames_nme, per_lm = [], {}, {}
-    scheme = dataset.scheme
+    scheme = get_scheme((run.read_run() or {}).get("scoring_scheme") or dataset.scheme)
     cache = {} if cache is None else cache
 
     for vid in video_ids:
@@ -140,7 +144,8 @@ def evaluate_set(
         if rec.get("status") == "ok":
             try:
                 if "pred" not in entry:
-                    entry["pred"], entry["gt"] = run.load_predictions(vid)["landmarks"], dataset.load(vid).landmarks
+                    gt = convert_landmarks(dataset.load(vid).landmarks, dataset.scheme, scheme)
+                    entry["pred"], entry["gt"] = run.load_predictions(vid)["landmarks"], gt
                 pred, gt = entry["pred"], entry["gt"]
                 if setting is not None:
                     pred = apply_filter(setting, pred, fps=rec["fps"])
@@ -163,6 +168,7 @@ def _finish_clip(
     model_scheme: LandmarkScheme,
     data_scheme: LandmarkScheme,
     norm: str,
+    score: LandmarkScheme,
 ) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "video_id": o.video_id,
@@ -179,8 +185,9 @@ def _finish_clip(
             rec["error"] = str(exc)
             run.write_clip(rec)
             return rec
-        pred = convert_landmarks(o.landmarks, model_scheme, data_scheme)
-        metrics, nme_frames = score_clip(pred, gt, data_scheme, norm)
+        pred = convert_landmarks(o.landmarks, model_scheme, score)
+        gt = convert_landmarks(gt, data_scheme, score)
+        metrics, nme_frames = score_clip(pred, gt, score, norm)
         rec.update(status="ok", **metrics)
         stats = {f"stat_{k}": np.asarray(v) for k, v in o.stats.items()}
         for k, v in stats.items():
@@ -200,6 +207,7 @@ def _model_identity(model: LandmarkModel, model_spec: dict[str, Any] | None) -> 
     return spec
 
 
+@holding_run_lock  # the whole run, from the configuration check to the last write
 def run_benchmark(
     model: LandmarkModel,
     data: str | Path | WFLWVDataset,
@@ -237,6 +245,8 @@ def run_benchmark(
         overwrite: accept an output folder holding results of another configuration (they are discarded).
         engine: where the model runs (:mod:`wflwv.benchmark.engines`): in this process (default) or on Ray
             workers. Results and the run folder are the same either way; only this process writes the folder.
+    Raises:
+        RunLockedError: another process is writing into ``out`` (nothing is read or written here then).
     """
     if batch_videos < 1:
         raise BenchError(f"batch_videos must be >= 1, got {batch_videos}")
@@ -248,10 +258,7 @@ def run_benchmark(
     engine = engine or InProcessEngine()
     data_scheme = dataset.scheme
     model_scheme = get_scheme(model.scheme) if model.scheme is not None else data_scheme
-    try:
-        convert_landmarks(np.zeros((1, model_scheme.num_points, 2)), model_scheme, data_scheme)
-    except ValueError as exc:
-        raise BenchError(f"model {model.name!r} cannot be scored on {dataset.root}: {exc}") from None
+    score = _scoring_scheme(model, model_scheme, dataset)
     video_ids = dataset.ids(split)
     if not video_ids:
         raise BenchError(f"{dataset.root}: split {split!r} has no clips")
@@ -308,35 +315,57 @@ def run_benchmark(
                 "config": {**config, "device": engine_info.get("device", str(device))},
                 "engine": engine_info,
                 "filters": list(known_filters.values()),
+                "scoring_scheme": score.name,
                 "provenance": provenance(),
             }
         )
-        _model_pass(run, engine, dataset, todo, len(video_ids), batch_videos, model_scheme, norm, identity, progress)
+        _model_pass(
+            run, engine, dataset, todo, len(video_ids), batch_videos, model_scheme, score, norm, identity, progress
+        )
     finally:
         engine.close()
     return rescore(run, dataset, video_ids, [None] + [_setting_from_dict(f) for f in known_filters.values()], norm)
 
 
-def _model_pass(run, engine, dataset, todo, total, batch_videos, model_scheme, norm, identity, progress) -> None:
+def _model_pass(run, engine, dataset, todo, total, batch_videos, model_scheme, score, norm, identity, progress) -> None:
     """Feed the engine groups of unfinished clips and write each clip's results as they come back."""
     bar = tqdm(
         total=total,
         initial=total - len(todo),
         unit="clip",
         desc=f"bench {identity['model']['name']}",
-        disable=not progress,
+        disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
     )
     t0, frames_done = time.time(), 0
     groups = [todo[i : i + batch_videos] for i in range(0, len(todo), batch_videos)]
     try:
         for outcomes in engine.run(groups) if groups else ():
             for o in outcomes:
-                rec = _finish_clip(run, o, dataset, model_scheme, dataset.scheme, norm)
+                rec = _finish_clip(run, o, dataset, model_scheme, dataset.scheme, norm, score)
                 frames_done += rec["frames"] if rec["status"] == "ok" else 0
-                bar.update(1)
-                bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}")
+                bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}", refresh=False)
+                bar.update(1)  # one redraw per clip, with the new rate
     finally:
         bar.close()
+
+
+def _scoring_scheme(model: LandmarkModel, model_scheme: LandmarkScheme, dataset: WFLWVDataset) -> LandmarkScheme:
+    """The scheme a run is scored in: the dataset's, or the model's when only the ground truth can be converted."""
+    probe = np.zeros((1, dataset.scheme.num_points, 2))
+    try:
+        convert_landmarks(np.zeros((1, model_scheme.num_points, 2)), model_scheme, dataset.scheme)
+        return dataset.scheme
+    except ValueError as exc:
+        try:
+            convert_landmarks(probe, dataset.scheme, model_scheme)
+        except ValueError:
+            raise BenchError(f"model {model.name!r} cannot be scored on {dataset.root}: {exc}") from None
+    print(
+        f"note: model {model.name!r} predicts {model_scheme.name} landmarks; the {dataset.scheme.name} ground truth "
+        f"of {dataset.root} is converted to {model_scheme.name} and the run is scored in {model_scheme.name}",
+        file=sys.stderr,
+    )
+    return model_scheme
 
 
 def _setting_from_dict(d: dict[str, Any]):
@@ -354,5 +383,7 @@ def rescore(
         label = UNFILTERED if s is None else s.label
         sets[label] = {"filter": None if s is None else {"name": s.name, "params": dict(s.params)}, "splits": splits}
     summary = {**(run.read_run() or {}), "sets": sets}
+    if dataset.info.get("label_floor") is not None:  # the labels' own flicker (wflwv.build.floor), for the report
+        summary["label_floor"] = dataset.info["label_floor"]
     run.write_tables(all_rows, summary)
     return summary

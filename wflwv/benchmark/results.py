@@ -4,13 +4,15 @@
 
     OUT/
       run.json                 provenance (git hash, package versions, command), resolved configuration, dataset
-                               fingerprint, requested filter settings
-      predictions/ID.npz       landmarks (T, K, 2) in frame pixels and the dataset's scheme, ``nme_frames`` (T,)
+                               fingerprint, requested filter settings, ``scoring_scheme``
+      predictions/ID.npz       landmarks (T, K, 2) in frame pixels and the scoring scheme (the dataset's, or the
+                               model's when it has fewer points; then the ground truth is converted), ``nme_frames`` (T,)
                                per-frame NME as fractions, ``stat_<name>`` (T,) per-frame model statistics
       clips/ID.json            the unfiltered per-clip record (also the resume marker; written last, atomically)
       per_video.csv / .parquet one row per (filter setting, clip): filter, video_id, split, frames, fps, status,
                                error, nme, nmf, nmf_<region>..., <stat>_mean...
       summary.json             run.json plus, for every result set, per-split aggregates
+      .wflwv.lock(.json)       the run's exclusive lock while a bench writes into the folder (and its holder)
 
 Units: ``nme`` in percent of the normaliser (inter-ocular by default), ``nmf`` as the released evaluation code
 computes it (see docs/metrics.md), FR and AUC as fractions.
@@ -18,18 +20,27 @@ computes it (see docs/metrics.md), FR and AUC as fractions.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from wflwv.io import atomic_path, read_json, save_npz, write_json
+from wflwv.io import FolderLockedError, atomic_path, folder_lock, read_json, save_npz, write_json
 
-__all__ = ["UNFILTERED", "RunDir"]
+__all__ = ["UNFILTERED", "RunDir", "RunLockedError", "holding_run_lock"]
 
 #: label of the result set without any filter
 UNFILTERED = "none"
+
+
+#: raised when another process is writing into the run folder
+RunLockedError = FolderLockedError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class RunDir:
@@ -37,6 +48,16 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the folder's exclusive lock (created if needed) for a whole bench run.
+
+        Raises:
+            RunLockedError: another process holds it; the message names its PID and how to proceed.
+        """
+        with folder_lock(self.path, command="wflwv bench", other="another --out"):
+            yield self
 
     # ---- paths -------------------------------------------------------------------------------------------------
     def prediction_path(self, video_id: str) -> Path:
@@ -113,3 +134,15 @@ class RunDir:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: not found (is this a `wflwv bench` output folder?)")
         return read_json(p)
+
+
+def holding_run_lock(fn: _F) -> _F:
+    """Decorate ``fn(model, data, out, ...)`` so it runs holding the lock of the run folder ``out``: two benches
+    into one folder never interleave their configuration checks and writes (the second is refused)."""
+
+    @functools.wraps(fn)
+    def wrapper(model: Any, data: Any, out: str | Path, *args: Any, **kwargs: Any) -> Any:
+        with RunDir(out).lock():
+            return fn(model, data, out, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

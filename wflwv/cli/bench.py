@@ -11,7 +11,8 @@ import click
 
 from wflwv.benchmark.cluster import ClusterError, import_ray
 from wflwv.benchmark.engines import RayEngine
-from wflwv.benchmark.harness import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError, run_benchmark
+from wflwv.benchmark.harness import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError, RunLockedError, run_benchmark
+from wflwv.build.floor import floor_dominates, format_floor
 from wflwv.cli.common import demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
@@ -26,21 +27,34 @@ def _default_out(model: str, args: dict[str, Any], data: str, precision: str = "
     return Path("runs") / f"{model}-{tag}"
 
 
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    header = f"{'result set':<40} {'split':<5} {'videos':>6} {'failed':>6} {'NME %':>8} {'NMF':>9} {'FR@0.1':>7} {'AUC@0.1':>8}"
+def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = None) -> None:
+    """The per-split table of the result sets ``show`` (default: all), labels never cut, and a note on the sets
+    of earlier calls that the folder holds but the table leaves out."""
+    labels = [label for label in summary["sets"] if show is None or label in show]
+    width = max([len("result set")] + [len(label) for label in labels])
+    header = (
+        f"{'result set':<{width}} {'split':<5} {'videos':>6} {'failed':>6} {'NME %':>8} {'NMF':>9} {'FR@0.1':>7} "
+        f"{'AUC@0.1':>8}"
+    )
     click.echo(header)
     click.echo("-" * len(header))
-    for label, s in summary["sets"].items():
-        for split, agg in s["splits"].items():
+    for label in labels:
+        for split, agg in summary["sets"][label]["splits"].items():
 
             def f(key, fmt, agg=agg):
                 v = agg.get(key)
                 return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
 
             click.echo(
-                f"{label[:40]:<40} {split:<5} {agg['videos']:>6} {agg['failed']:>6} {f('nme', '8.4f')} {f('nmf', '9.3f')} "
-                f"{f('fr_0.1', '7.4f')} {f('auc_0.1', '8.4f')}"
+                f"{label:<{width}} {split:<5} {agg['videos']:>6} {agg['failed']:>6} {f('nme', '8.4f'):>8} "
+                f"{f('nmf', '9.3f'):>9} {f('fr_0.1', '7.4f'):>7} {f('auc_0.1', '8.4f'):>8}"
             )
+    hidden = [label for label in summary["sets"] if label not in labels]
+    if hidden:
+        click.echo(
+            f"({len(hidden)} filter setting{'s' * (len(hidden) > 1)} from earlier calls into {out} not shown: "
+            f"{', '.join(hidden[:3])}{', ...' if len(hidden) > 3 else ''}; --all-sets shows them)"
+        )
     stats = {
         k[len("stat_") : -len("_mean")]: v
         for k, v in summary["sets"]["none"]["splits"]["all"].items()
@@ -48,6 +62,14 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     }
     if stats:
         click.echo("model statistics, mean per frame: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
+    floor = summary.get("label_floor")
+    if floor:
+        click.echo(format_floor(floor))
+        near = [lb for lb in labels if floor_dominates(summary["sets"][lb]["splits"]["all"].get("nmf"), floor)]
+        if near:
+            click.echo(
+                f"  NMF within 2x the floor ({', '.join(near)}): the labels' own flicker is a large part of it (docs/label-floor.md)"
+            )
     click.echo(f"\nresults: {out}/per_video.csv, {out}/per_video.parquet, {out}/summary.json")
 
 
@@ -155,6 +177,11 @@ def _engine(workers, address, cpus, gpus) -> RayEngine | None:
 )
 @click.option("--overwrite", is_flag=True, help="Discard results of a different configuration found in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--all-sets",
+    is_flag=True,
+    help="Print every result set in --out, including filter settings of earlier calls (default: this call's).",
+)
 def bench(
     model_name,
     model_args,
@@ -174,6 +201,7 @@ def bench(
     norm,
     overwrite,
     quiet,
+    all_sets,
 ):
     """Score a model on NME and NMF, per clip and per split (hard / easy / all).
 
@@ -217,9 +245,9 @@ def bench(
             overwrite=overwrite,
             engine=engine,
         )
-    except (BenchError, DatasetError, ClusterError) as exc:
+    except (BenchError, DatasetError, RunLockedError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from None
-    _print_summary(summary, out)
+    _print_summary(summary, out, show=None if all_sets else ["none"] + [st.label for st in settings])
     failed = summary["sets"]["none"]["splits"]["all"]["failed"]
     if failed:
         click.echo(f"{failed} clip(s) failed; their reasons are in the 'error' column of per_video.csv", err=True)

@@ -7,7 +7,11 @@ from pathlib import Path
 import click
 
 from wflwv.build.acquire import DownloadOptions
+from wflwv.build.oracle import parse_member
 from wflwv.build.pipeline import BuildConfig, BuildError, build_dataset, format_summary
+from wflwv.cli.build_modes import build_mode_options, run_build_mode
+from wflwv.io import FolderLockedError
+from wflwv.models import check_model_name
 
 __all__ = ["build", "parse_rate"]
 
@@ -38,9 +42,9 @@ def parse_rate(text: str | None) -> float | None:
 @click.command("build")
 @click.option(
     "--out",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Dataset folder to write (official WFLW-V layout). Re-running into it resumes.",
+    help="Dataset folder to write (official WFLW-V layout; required unless --audit). Re-running into it resumes.",
 )
 @click.option(
     "--ids",
@@ -228,6 +232,7 @@ def parse_rate(text: str | None) -> float | None:
     help="Overlay PNGs written to OUT/previews for this many clips of each split.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@build_mode_options
 def build(**opts):
     """Build a WFLW-V-style dataset from YouTube clip ranges, Creative Commons search results or local videos.
 
@@ -242,8 +247,21 @@ def build(**opts):
       wflwv build --out data/wflwv --ids download_ranges.txt --rate-limit 2M --workers 2
       wflwv build --out /shared/wflwv --ids download_ranges.txt --ray-address auto --device cuda --gpus-per-worker 1
       wflwv build --out data/cc --search "interview" --max-results 50 --hard-k 10 --easy-k 10
+      wflwv build --out data/exact --stills faces/ --clips-per-still 2 --motion static --motion natural
+      wflwv build --audit data/mine
+
+    After labelling, a few frames are moved by known warps and labelled again to measure the oracle's own flicker
+    (the label floor, in build.json and dataset.json). --stills makes clips with exact labels from labelled still
+    images (images with .pts files, a WFLW list, or --labels oracle); --audit measures the floor of a dataset.
     """
+    if run_build_mode(opts):
+        return
     quiet = opts.pop("quiet")
+    for spec in list(opts["oracle"]) + list(opts["members"]):  # before anything is downloaded, scanned or written
+        try:
+            check_model_name(parse_member(spec)[0])
+        except (KeyError, ValueError) as exc:
+            raise click.BadParameter(str(exc.args[0] if exc.args else exc), param_hint="--member") from None
     if "{id}" not in opts["url_template"]:
         raise click.BadParameter("must contain {id}", param_hint="--url-template")
     download = {k: opts.pop(k) for k in _DOWNLOAD_OPTIONS}
@@ -258,6 +276,10 @@ def build(**opts):
     config = BuildConfig(**opts, download=DownloadOptions(**download), progress=not quiet)
     try:
         summary = build_dataset(config, log=None if quiet else (lambda m: click.echo(m, err=True)))
-    except (BuildError, ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except (BuildError, ValueError, FileNotFoundError, KeyError, RuntimeError, FolderLockedError) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)) from None
     click.echo(format_summary(summary))
+    if not summary.counts.get("kept"):
+        raise click.ClickException(
+            f"the build produced no clip in {summary.out}: see the reasons above and in {summary.out / 'manifest.csv'}"
+        )

@@ -14,7 +14,12 @@ from wflwv.filters import parse_filter_options
 from wflwv.models import create_model
 from wflwv.reports import build_report
 
-__all__ = ["demo", "DEMO_RUNS"]
+__all__ = ["demo", "DEMO_RUNS", "bench_line"]
+
+
+def bench_line(name: str, args: dict, filters) -> str:
+    """How a demo run is announced: ``bench ldeq rwr=True``, as the model would be asked for on the command line."""
+    return " ".join(["bench", name, *(f"{k}={v}" for k, v in args.items()), *filters])
 
 
 #: the runs of `wflwv demo run`: folder name -> (model, model arguments, filter options)
@@ -80,7 +85,7 @@ def run_cmd(out, device, batch_videos, quiet):
         raise click.ClickException(str(exc)) from None
     runs = []
     for folder, (name, args, filters) in DEMO_RUNS.items():
-        echo_err(f"bench {name} {args or ''} {' '.join(filters)}".rstrip())
+        echo_err(bench_line(name, args, filters))
         model = create_model(name, **args)
         run_benchmark(
             model,
@@ -94,4 +99,4 @@ def run_cmd(out, device, batch_videos, quiet):
         )
         runs.append(out / folder)
     build_report(runs, out / "report", baseline="ldeq", log=echo_err)
-    click.echo(f"report: {out / 'report' / 'index.html'}  ({time.time() - t0:.0f} s)")
+    click.echo(f"report: {out / 'report' / 'index.html'} ({time.time() - t0:.0f} s)")

@@ -17,8 +17,10 @@ __all__ = ["report"]
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Report folder (index.html, figures, tables, videos).",
+    default=Path("report"),
+    show_default=True,
+    help="Report folder (index.html, figures, tables, videos). The default sits in the current folder, beside the "
+    "runs/ folder that `wflwv bench` writes into by default; files in it are replaced.",
 )
 @click.option(
     "--label",
@@ -38,7 +40,7 @@ __all__ = ["report"]
     "videos",
     multiple=True,
     metavar="ID",
-    help="Clip for the trajectory plot and overlay video; repeatable (default: the clip whose NMF differs most between runs).",
+    help="Clip for the trajectory plot and overlay video; repeatable (default: the clip whose NMF differs most between the runs, reference models such as oracle and mean-shape left out).",
 )
 @click.option(
     "--landmark",
@@ -59,7 +61,8 @@ __all__ = ["report"]
 def report(run_dirs, out, labels, baseline, videos, landmarks, data, no_video, quiet):
     """Compare bench runs: NME-vs-NMF figures, tables, flicker maps, trajectories, an overlay video and index.html.
 
-    RUN_DIRS are `wflwv bench` output folders; nothing is re-run.
+    RUN_DIRS are `wflwv bench` output folders; nothing is re-run. Without --out the report goes to ./report/
+    (so `wflwv report runs/*` never picks it up as a run).
     """
 
     def log(msg: str) -> None:

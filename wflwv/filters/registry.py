@@ -21,7 +21,16 @@ from wflwv.filters.ema import EMAFilter, ema
 from wflwv.filters.one_euro import OneEuroFilter, one_euro
 from wflwv.filters.savgol import SGCausalFilter, _check_causal, _check_centred, savgol, savgol_causal
 
-__all__ = ["ParamSpec", "FilterSpec", "FILTERS", "FilterSetting", "get_filter_spec", "make_filter", "apply_filter"]
+__all__ = [
+    "ParamSpec",
+    "FilterSpec",
+    "FILTERS",
+    "FILTER_ALIASES",
+    "FilterSetting",
+    "get_filter_spec",
+    "make_filter",
+    "apply_filter",
+]
 
 
 @dataclass(frozen=True)
@@ -246,8 +255,22 @@ FILTERS: dict[str, FilterSpec] = {
 }
 
 
+#: other names people use for the registered filters (alias -> registry name); labels use the registry name
+FILTER_ALIASES: dict[str, str] = {
+    "savgol": "sg",
+    "savitzky-golay": "sg",
+    "savgol-causal": "sg-causal",
+    "savitzky-golay-causal": "sg-causal",
+    "oneeuro": "one-euro",
+    "1euro": "one-euro",
+    "1-euro": "one-euro",
+    "ewma": "ema",
+}
+
+
 def get_filter_spec(name: str | FilterSpec) -> FilterSpec:
-    """The :class:`FilterSpec` for a name (``_`` and ``-``, upper and lower case are interchangeable).
+    """The :class:`FilterSpec` for a name or an alias (:data:`FILTER_ALIASES`, e.g. ``savgol`` for ``sg``);
+    ``_`` and ``-``, upper and lower case are interchangeable.
 
     Raises:
         FilterError: for an unknown name (lists the available filters).
@@ -257,6 +280,7 @@ def get_filter_spec(name: str | FilterSpec) -> FilterSpec:
     if not isinstance(name, str):
         raise FilterError(f"a filter name must be a string; got {name!r}")
     key = name.strip().lower().replace("_", "-")
+    key = FILTER_ALIASES.get(key, key)
     if key in FILTERS:
         return FILTERS[key]
     if key in ("none", "raw", "unfiltered", "identity"):
@@ -264,9 +288,19 @@ def get_filter_spec(name: str | FilterSpec) -> FilterSpec:
             f"{name!r} is not a filter: the unfiltered predictions are always evaluated, so leave it out. "
             f"Available filters: {', '.join(FILTERS)}"
         )
-    hint = difflib.get_close_matches(key, list(FILTERS), n=1)
-    did = f" (did you mean {hint[0]!r}?)" if hint else ""
-    raise FilterError(f"unknown filter {name!r}{did}. Available filters: {', '.join(FILTERS)}")
+    hint = difflib.get_close_matches(key, list(FILTERS) + list(FILTER_ALIASES), n=1)
+    if hint:
+        target = FILTER_ALIASES.get(hint[0], hint[0])
+        did = f" (did you mean {target!r}" + (f", also called {hint[0]!r}" if target != hint[0] else "") + "?)"
+    else:
+        did = ""
+    by_target: dict[str, list[str]] = {}
+    for alias, target in FILTER_ALIASES.items():
+        by_target.setdefault(target, []).append(alias)
+    aliases = "; ".join(f"{', '.join(names)} for {t}" for t, names in by_target.items())
+    raise FilterError(
+        f"unknown filter {name!r}{did}. Available filters: {', '.join(FILTERS)} (also accepted: {aliases})"
+    )
 
 
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

@@ -193,8 +193,13 @@ def make_config(arch: str, overrides: Sequence[str] = (), **fields: Any) -> Any:
 
 
 def config_from_dict(arch: str, values: dict[str, Any]) -> Any:
-    """Rebuild the config of ``arch`` from its :func:`dataclasses.asdict` form (as stored in checkpoints)."""
-    return _cfg.config_from_dict(get_arch(arch).config_cls, dict(values))
+    """Rebuild the config of ``arch`` from its :func:`dataclasses.asdict` form (as stored in checkpoints).
+
+    A config class may define ``upgrade_dict(values) -> values`` to translate dicts written by older versions.
+    """
+    cls = get_arch(arch).config_cls
+    upgrade = getattr(cls, "upgrade_dict", None)
+    return _cfg.config_from_dict(cls, upgrade(dict(values)) if upgrade else dict(values))
 
 
 def build_net(arch: str, config: Any = None, overrides: Sequence[str] = (), **fields: Any):

@@ -14,26 +14,38 @@ A bare state dict (a mapping of names to tensors) is accepted too and reported a
 Only ``argparse.Namespace`` is allowed beyond what ``weights_only=True`` accepts by default (tensors, dicts,
 lists, tuples, strings, numbers, ...); anything else (custom classes, numpy arrays) is refused with an error
 that names the offending global.
+
+Every error names the file and says what it is instead (:func:`inspect_file`: missing, empty, truncated, a NumPy
+array, a safetensors file, a plain pickle, a text or HTML page, ...). torch's own messages are never passed on:
+they suggest ``weights_only=False``, which would run whatever code the file holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import multiprocessing
 import os
 import re
+import struct
 import sys
-from collections.abc import Iterable, Mapping
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from wflwv.io import atomic_path
 from wflwv.models.archs import config_from_dict, get_arch
 
 __all__ = [
     "CheckpointError",
+    "inspect_file",
+    "torch_load",
     "SAFE_GLOBALS",
     "NO_WEIGHTS",
     "load_checkpoint",
@@ -43,6 +55,7 @@ __all__ = [
     "load_arch_checkpoint",
     "load_net",
     "resolve_default_weights",
+    "seeded_init",
     "export_for_shipping",
 ]
 
@@ -72,6 +85,119 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
+#: the first bytes of a checkpoint in torch's legacy (non-zip) format: a pickled magic number
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def inspect_file(path: str | os.PathLike) -> tuple[str, str]:
+    """What a file holds, judged from its first bytes: ``(kind, description)``.
+
+    Kinds: ``missing``, ``directory``, ``empty``, ``torch`` (a torch.save zip archive), ``torch-legacy`` (torch's
+    older pickle format), ``truncated`` (a zip archive cut short), ``zip`` (another zip archive), ``npz``, ``npy``,
+    ``safetensors``, ``pickle`` (a plain Python pickle), ``html``, ``text``, ``gzip``, ``tar``, ``unknown``.
+    """
+    p = Path(path)
+    if not p.exists():
+        return "missing", "the file does not exist"
+    if p.is_dir():
+        return "directory", "a directory, not a file"
+    size = p.stat().st_size
+    if size == 0:
+        return "empty", "an empty file (0 bytes)"
+    with open(p, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "truncated", (
+                f"a truncated zip archive ({size} bytes, its end is missing: a copy or download that did not finish)"
+            )
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "torch", "a torch checkpoint (zip archive)"
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz", "a NumPy .npz archive"
+        return "zip", f"a zip archive without a torch checkpoint in it (holds {', '.join(names[:3]) or 'nothing'})"
+    if head.startswith(_LEGACY_MAGIC):
+        return "torch-legacy", "a torch checkpoint in the older non-zip format"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy", "a NumPy .npy array file"
+    if len(head) >= 10 and head[8:10] in (b'{"', b"{ ") and (n := struct.unpack("<Q", head[:8])[0]) < size:
+        try:
+            with open(p, "rb") as fh:
+                fh.seek(8)
+                json.loads(fh.read(n))
+            return "safetensors", "a safetensors file"
+        except (ValueError, OSError):
+            pass
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle", "a plain Python pickle, not a torch checkpoint"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip", "a gzip-compressed file (unpack it first)"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar", "a tar archive (unpack it first)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        if re.match(r"\s*(<!doctype html|<html)", text, re.IGNORECASE):
+            return "html", "an HTML page (a download that returned a web page instead of the file?)"
+        first = text.strip().splitlines()[0][:60] if text.strip() else ""
+        return "text", f"a text file (it starts with {first!r})"
+    return "unknown", f"a file of unrecognised content (first bytes {head[:8].hex(' ')})"
+
+
+def torch_load(
+    path: str | os.PathLike,
+    *,
+    what: str = "checkpoint",
+    map_location: str | torch.device = "cpu",
+    extra_safe_globals: Iterable[Any] = (),
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with :data:`SAFE_GLOBALS`, and errors that name the file and say
+    what it is (never torch's own message, which suggests ``weights_only=False``).
+
+    Args:
+        what: what the file should be, for messages (e.g. ``"checkpoint"``, ``"timm HRNet ImageNet checkpoint"``).
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: anything else: empty, truncated, not a torch file (says what it is), or a pickle that
+            needs globals outside the allow-list (names them).
+    """
+    p = Path(path)
+    kind, desc = inspect_file(p)
+    expected = f"expected a {what} written by torch.save"
+    if kind == "missing":
+        raise FileNotFoundError(f"{what} not found: {p} (check the path; weights are not downloaded automatically)")
+    if kind not in ("torch", "torch-legacy"):
+        raise CheckpointError(f"{p} is not a readable torch checkpoint: it is {desc}; {expected}")
+    allowed = list(SAFE_GLOBALS) + list(extra_safe_globals)
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with an explanation of our own
+        msg = str(exc)
+        found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", msg)))
+        if found or "Weights only load failed" in msg:
+            what_needed = ", ".join(found) if found else "objects of a type outside the allow-list"
+            names = ", ".join(g.__module__ + "." + g.__qualname__ for g in allowed)
+            raise CheckpointError(
+                f"{p}: refusing to load this {what}: unpickling it needs {what_needed}, outside the allow-list "
+                f"(tensors, plain Python types and {names}); loading such a file can run arbitrary code. Re-save "
+                "it with plain types only (e.g. the configuration as a dict, arrays as tensors)."
+            ) from None
+        if isinstance(exc, (EOFError, OSError)) or "EOF" in msg or "truncated" in msg.lower():
+            raise CheckpointError(
+                f"{p} is not a readable torch checkpoint: it is {desc}, truncated ({p.stat().st_size} bytes); {expected}"
+            ) from None
+        raise CheckpointError(
+            f"{p} is not a readable torch checkpoint: it is {desc}, but damaged or written by an incompatible "
+            f"version of torch ({type(exc).__name__}); {expected}"
+        ) from None
+
+
 def load_checkpoint(
     path: str | os.PathLike, *, map_location: str | torch.device = "cpu", extra_safe_globals: Iterable[Any] = ()
 ) -> dict[str, Any]:
@@ -87,32 +213,11 @@ def load_checkpoint(
         prefix on every key of the state dict is removed.
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: not a torch checkpoint, needs globals outside the allow-list, or lacks a state dict.
+        CheckpointError: not a torch checkpoint (says what it is), truncated, needs globals outside the allow-list,
+            or lacks a state dict.
     """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p} (check the path; weights are not downloaded automatically)")
-    if p.is_dir():
-        raise CheckpointError(f"{p} is a directory, not a checkpoint file")
-    allowed = list(SAFE_GLOBALS) + list(extra_safe_globals)
-    try:
-        with torch.serialization.safe_globals(allowed):
-            obj = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with an explanation
-        msg = str(exc)
-        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-        if m or "Weights only load failed" in msg:
-            what = m.group(1) if m else "an object type outside the allow-list"
-            raise CheckpointError(
-                f"{p}: refusing to unpickle {what}: checkpoints may only contain tensors, plain Python types and "
-                f"argparse.Namespace (allowed: {', '.join(g.__module__ + '.' + g.__qualname__ for g in allowed)}). "
-                "Re-save the checkpoint with plain types (e.g. config as a dict), or pass extra_safe_globals=[...] "
-                "if you trust the file."
-            ) from exc
-        raise CheckpointError(
-            f"{p} is not a readable torch checkpoint ({type(exc).__name__}: {msg[:200]}); "
-            "expected a file written by torch.save"
-        ) from exc
+    obj = torch_load(p, map_location=map_location, extra_safe_globals=extra_safe_globals)
     if _is_state_dict(obj):
         return {"format": "state_dict", "state_dict": _strip_module_prefix(obj)}
     if not isinstance(obj, Mapping):
@@ -280,15 +385,24 @@ def resolve_default_weights(arch: str, weights: str | os.PathLike | None, custom
     return str(path)
 
 
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build a network inside this block for a random initialisation that depends on ``seed`` only: torch's CPU
+    generator is seeded, and the caller's random state is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
 _NOTICED: set[str] = set()
 
 
 def _notice_shipped(arch: str, path: Path) -> None:
     """Say once per process and architecture that the shipped demo weights are used."""
-    if arch in _NOTICED:
+    if arch in _NOTICED or multiprocessing.parent_process() is not None:  # workers: the parent said it already
         return
     _NOTICED.add(arch)
-    print(
+    tqdm.write(  # clears and redraws any progress bar, so the notice gets a line of its own
         f"{arch}: no weights given, using the shipped demo weights {path.name} (iBUG-68, trained on the demo's still "
         f"images; see {path.parent / 'MODEL_CARD.md'}). Pass weights=PATH for your own, weights=none for random.",
         file=sys.stderr,

@@ -38,6 +38,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "perturbed-oracle": "wflwv.models.sanity:PerturbedOracleModel",
     "oracle-ensemble": "wflwv.baselines.ensemble:oracle_ensemble_model",
     "dlib68": "wflwv.baselines.dlib68:Dlib68Model",
+    "faceapi68": "wflwv.baselines.faceapi:FaceApi68Model",
 }
 
 

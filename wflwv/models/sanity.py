@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, ModelOutput
+from wflwv.models.checkpoints import inspect_file
 from wflwv.protocol.crop import apply_affine, invert_affine
 from wflwv.protocol.layout import WFLWVDataset
 from wflwv.schemes import get_scheme, scheme_for_num_points, template_shape
@@ -64,6 +65,20 @@ class OracleModel(LandmarkModel):
         return {"data": self.data}
 
 
+def _load_shape(path: str) -> np.ndarray:
+    """The array of a ``.npy`` file, with errors that name the file and say what it is instead."""
+    kind, desc = inspect_file(path)
+    expected = "expected a .npy file (np.save) with a (K, 2) mean shape in unit crop coordinates"
+    if kind == "missing":
+        raise FileNotFoundError(f"mean shape file not found: {path}")
+    if kind != "npy":
+        raise ValueError(f"{path} is {desc}; {expected}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path} is {desc} but it cannot be read (truncated or damaged: {exc}); {expected}") from None
+
+
 class MeanShapeModel(LandmarkModel):
     """A fixed mean face shape in the crop, whatever the image (the floor any model must beat)."""
 
@@ -79,7 +94,7 @@ class MeanShapeModel(LandmarkModel):
         """
         self.shape_file = shape
         if shape is not None:
-            arr = np.load(shape, allow_pickle=False)
+            arr = _load_shape(shape)
             if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
                 raise ValueError(f"{shape}: a mean shape must be a finite (K, 2) array in unit crop coordinates")
             self._shape = arr.astype(np.float64)

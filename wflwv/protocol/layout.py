@@ -221,9 +221,13 @@ class WFLWVDataset:
         if boxes.ndim != 2 or boxes.shape[1] < 4:
             raise DatasetError(f"{p['bboxes']}: boxes must have shape (T, >=4), got {boxes.shape}")
         boxes = boxes[:, :4]
-        if len(boxes) != len(lm):
+        if len(boxes) != len(lm):  # the shorter file is named first: it is usually the one cut short
+            lm_info = (p["landmarks"], len(lm), "frames of landmarks")
+            box_info = (p["bboxes"], len(boxes), "boxes")
+            short, other = (lm_info, box_info) if len(lm) < len(boxes) else (box_info, lm_info)
             raise DatasetError(
-                f"{p['bboxes']}: {len(boxes)} boxes but {p['landmarks'].name} has {len(lm)} frames of landmarks"
+                f"{short[0]}: {short[1]} {short[2]}, but {other[0]} has {other[1]} {other[2]}; both need one row "
+                "per video frame"
             )
         if len(lm) < 2:
             raise DatasetError(f"{p['landmarks']}: a clip needs at least 2 frames, got {len(lm)}")

@@ -5,10 +5,15 @@ Decoding: :func:`probe_video` reads the container's frame rate, size and claimed
 yields BGR frames in order. Encoding: :class:`VideoWriter` (and :func:`write_video` for a whole sequence) writes an
 H.264 mp4 at a chosen CRF, atomically; when no ffmpeg binary is available it falls back to OpenCV's MPEG-4 writer
 (a playable file, lower quality). :func:`ffmpeg_exe` is the one place that locates ffmpeg.
+
+FFmpeg's own decoder messages (``[h264 @ 0x...] Invalid NAL unit size``, ``moov atom not found``) are silenced:
+the errors raised here say the same with the file's name. Set ``OPENCV_FFMPEG_LOGLEVEL`` (e.g. ``24`` for warnings)
+in the environment to see them again.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +23,9 @@ import cv2
 import numpy as np
 
 from wflwv.io import atomic_path
+
+# read by OpenCV when it opens its first capture; -8 is FFmpeg's AV_LOG_QUIET
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 __all__ = ["VideoError", "VideoInfo", "probe_video", "iter_frames", "ffmpeg_exe", "VideoWriter", "write_video"]
 

@@ -19,8 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 
 from wflwv.benchmark.results import UNFILTERED  # noqa: E402
 from wflwv.reports.load import ReportRun, norm_text  # noqa: E402
@@ -34,9 +35,12 @@ __all__ = [
     "save_figure",
     "place_labels",
     "plot_nme_nmf",
+    "nme_nmf_figure",
     "plot_flicker_maps",
     "flicker_map_size",
     "plot_trajectories",
+    "trajectory_figure",
+    "run_line_style",
     "trajectory_size",
     "landmark_name",
 ]
@@ -52,6 +56,9 @@ _FILTER_MARKER = {"ema": "s", "one-euro": "^", "sg": "D", "sg-causal": "v"}
 _FALLBACK_MARKERS = ("P", "X", "h", "p", "<", ">")
 _LINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 1)))
 _LEGEND_GREY = "#555555"
+_FLOOR_GREY = "#9a9a9a"
+#: a value below this fraction of the largest one on its axis counts as 0 (drawn at the axis' edge)
+_NEGLIGIBLE = 1e-6
 
 
 def save_figure(fig: plt.Figure, stem: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
@@ -279,20 +286,65 @@ def _axis_scale(values: np.ndarray) -> str:
     return "log" if ratio > 30 or (ratio > 4 and squashed) else "linear"
 
 
-def plot_nme_nmf(runs: Sequence[ReportRun], split: str, stem: str | Path, max_labels_per_line: int = 6) -> list[Path]:
+def _limits(values: Sequence[float], scale: str, margin: float) -> tuple[float, float]:
+    """Axis limits around ``values`` with a margin (a fraction of the span, in log space on a log axis)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if scale == "log":
+        v = np.log10(v[v > 0])
+    if not len(v):
+        return (0.0, 1.0)
+    lo, hi = float(v.min()), float(v.max())
+    pad = (hi - lo) * margin if hi > lo else (0.3 if scale == "log" else max(abs(hi) * 0.2, 0.5))
+    lo, hi = lo - pad, hi + pad
+    return (10**lo, 10**hi) if scale == "log" else (lo, hi)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """At least two round tick values inside ``[lo, hi]`` (1-2-5 steps, then every integer step, then 4 values
+    evenly spaced in log space rounded to two significant digits)."""
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0**e for e in decades for m in mantissas]
+        ticks = [t for t in ticks if lo <= t <= hi]
+        if len(ticks) > 12:  # many decades: powers of ten only, every few of them
+            powers = [10.0**e for e in decades if lo <= 10.0**e <= hi]
+            return powers[:: math.ceil(len(powers) / 8)]
+        if len(ticks) >= 2:
+            return ticks
+    return [float(f"{t:.2g}") for t in np.geomspace(lo, hi, 6)[1:-1]]
+
+
+def plot_nme_nmf(
+    runs: Sequence[ReportRun],
+    split: str,
+    stem: str | Path,
+    max_labels_per_line: int = 6,
+    label_floor: float | None = None,
+) -> list[Path]:
+    """:func:`nme_nmf_figure` saved as ``stem.png`` and ``stem.svg``; returns the two paths."""
+    return save_figure(nme_nmf_figure(runs, split, max_labels_per_line, label_floor), stem)
+
+
+def nme_nmf_figure(
+    runs: Sequence[ReportRun],
+    split: str,
+    max_labels_per_line: int = 6,
+    label_floor: float | None = None,
+) -> plt.Figure:
     """NME against NMF on one split: a marker per run (unfiltered), a line per filter sweep labelled by parameter.
 
     Runs with RwR get a star, other runs a circle; each run has its colour, its filter sweeps use the same colour
-    with a dashed/dotted line and a small marker per filter family. Returns the PNG and SVG paths.
+    with a dashed/dotted line and a small marker per filter family. The axes are fitted to the positive values: a
+    run at NME = NMF = 0 (the ``oracle``) is drawn at the axes' lower-left corner and says so in the legend, so it
+    neither hides the tick labels of a log axis nor squeezes the other runs into a corner. ``label_floor``: the
+    dataset's label-flicker NMF, shaded as a band (NMF below it cannot be told from the labels' own flicker).
     """
     fig, ax = plt.subplots(figsize=NME_NMF_SIZE, layout="constrained")
-    handles: list[Any] = []
-    labels: list[Any] = []
-    centres: list[tuple[float, float, float]] = []  # data x, y, marker size (points)
-    all_x, all_y = [], []
     styles = _FilterStyles()
-    anns: list[Any] = []
-    videos = 0
+    floor = label_floor if label_floor is not None and math.isfinite(label_floor) and label_floor > 0 else None
+    # ---- what is drawn: filter sweeps first (under the run markers), then each run's unfiltered result
+    lines: list[tuple[ReportRun, Sweep, list[tuple[float, float, Any]]]] = []
     for r in runs:
         for sw in filter_sweeps(r):
             pts = []
@@ -300,70 +352,19 @@ def plot_nme_nmf(runs: Sequence[ReportRun], split: str, stem: str | Path, max_la
                 agg = r.split_stats(label, split)
                 if agg and _finite(agg.get("nmf")) and _finite(agg.get("nme")):
                     pts.append((agg["nmf"], agg["nme"], value))
-            if not pts:
-                continue
-            ls, mk = styles(sw)
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            (line,) = ax.plot(
-                xs,
-                ys,
-                linestyle=ls,
-                marker=mk,
-                color=r.colour,
-                lw=1.4,
-                ms=5.5,
-                alpha=0.85,
-                mfc="white",
-                mew=1.3,
-                zorder=2,
-            )
-            all_x += xs
-            all_y += ys
-            idx = (
-                range(len(pts))
-                if len(pts) <= max_labels_per_line
-                else sorted(set(np.linspace(0, len(pts) - 1, max_labels_per_line).round().astype(int)))
-            )
-            for i in range(len(pts)):
-                centres.append((pts[i][0], pts[i][1], 5.5))
-            for i in idx:
-                if sw.param is None:
-                    continue
-                ann = ax.annotate(
-                    _fmt(pts[i][2]),
-                    xy=(pts[i][0], pts[i][1]),
-                    xytext=(5, 4),
-                    textcoords="offset points",
-                    fontsize=8,
-                    color=r.colour,
-                    ha="left",
-                    va="bottom",
-                    arrowprops=dict(arrowstyle="-", color=r.colour, lw=0.6, alpha=0.7, shrinkA=1, shrinkB=3),
-                    zorder=5,
-                )
-                anns.append(ann)
+            if pts:
+                lines.append((r, sw, pts))
+    marks: list[tuple[ReportRun, float, float]] = []
+    videos = 0
     for r in runs:
         agg = r.split_stats(UNFILTERED, split)
-        if not agg or not (_finite(agg.get("nmf")) and _finite(agg.get("nme"))):
-            continue
-        videos = max(videos, int(agg.get("videos", 0)))
-        size = 17 if r.marker == "*" else 11
-        (pt,) = ax.plot(
-            [agg["nmf"]],
-            [agg["nme"]],
-            linestyle="none",
-            marker=r.marker,
-            ms=size,
-            color=r.colour,
-            mec="black",
-            mew=0.8,
-            zorder=4,
-        )
-        handles.append(pt)
-        labels.append(r.label)
-        centres.append((agg["nmf"], agg["nme"], size))
-        all_x.append(agg["nmf"])
-        all_y.append(agg["nme"])
+        if agg and _finite(agg.get("nmf")) and _finite(agg.get("nme")):
+            marks.append((r, agg["nmf"], agg["nme"]))
+            videos = max(videos, int(agg.get("videos", 0)))
+    all_x = [p[0] for _, _, pts in lines for p in pts] + [m[1] for m in marks]
+    all_y = [p[1] for _, _, pts in lines for p in pts] + [m[2] for m in marks]
+
+    # ---- axes fitted to the positive values (and the label floor)
     norm = runs[0].norm if runs else "inter-ocular"
     ax.set_xlabel(NMF_AXIS)
     ax.set_ylabel(f"NME: % of {norm_text(norm)} (lower is better)")
@@ -372,30 +373,115 @@ def plot_nme_nmf(runs: Sequence[ReportRun], split: str, stem: str | Path, max_la
     )
     ax.grid(True, color="#dddddd", lw=0.6)
     ax.set_axisbelow(True)
+    # values that are zero for practical purposes (the oracle's 1e-14) are off the scale, not its low end
+    tiny_x = _NEGLIGIBLE * max([abs(v) for v in all_x] + [floor or 0.0], default=0.0)
+    tiny_y = _NEGLIGIBLE * max([abs(v) for v in all_y], default=0.0)
+    pos_x = [x for x in all_x if x > tiny_x] + ([floor] if floor else [])
+    pos_y = [y for y in all_y if y > tiny_y]
+    scales = {"x": _axis_scale(np.asarray(pos_x, float)), "y": _axis_scale(np.asarray(pos_y, float))}
     if not all_x:
         ax.text(0.5, 0.5, f"no results on the {split} split", ha="center", va="center", transform=ax.transAxes)
-    else:
-        for axis, values, setter in ((ax.xaxis, all_x, ax.set_xscale), (ax.yaxis, all_y, ax.set_yscale)):
-            if _axis_scale(np.asarray(values, float)) == "log":
-                setter("log")
-                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-                axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-                axis.set_minor_formatter(NullFormatter())
-                axis.label.set_text(axis.label.get_text() + ", log scale")
-        ax.margins(x=0.12, y=0.15)
-    if handles or styles.styles:
-        _legend(fig, handles, labels, styles)
+    for name, values, margin in (("x", pos_x or all_x, 0.12), ("y", pos_y or all_y, 0.15)):
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        lo, hi = _limits(values, scales[name], margin)
+        if name == "x":
+            ax.set_xscale(scales[name])
+            ax.set_xlim(lo, hi)
+        else:
+            ax.set_yscale(scales[name])
+            ax.set_ylim(lo, hi)
+        if scales[name] == "log":
+            axis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+            axis.label.set_text(axis.label.get_text() + ", log scale")
+    (x0, _), (y0, _) = ax.get_xlim(), ax.get_ylim()
+
+    def place(x: float, y: float) -> tuple[float, float, bool]:
+        """Where a point is drawn: values off the axes' low end (about 0 on a log axis) go to the axes' edge."""
+        px = x0 if (x < x0 or (pos_x and x <= tiny_x and x0 > 0)) else x
+        py = y0 if (y < y0 or (pos_y and y <= tiny_y and y0 > 0)) else y
+        return px, py, (px, py) != (x, y)
+
+    # ---- the label floor band
+    extra: list[tuple[Any, str]] = []
+    if floor:
+        ax.axvspan(x0, floor, color=_FLOOR_GREY, alpha=0.28, lw=0, zorder=0)
+        ax.axvline(floor, color=_FLOOR_GREY, lw=1.0, ls=(0, (2, 2)), zorder=1)
+        extra.append(
+            (Patch(facecolor=_FLOOR_GREY, alpha=0.28), f"NMF below the labels' own flicker\n(label floor {floor:.3g})")
+        )
+
+    # ---- filter sweeps
+    anns: list[Any] = []
+    centres: list[tuple[float, float, float]] = []  # drawn x, y, marker size (points)
+    for r, sw, pts in lines:
+        ls, mk = styles(sw)
+        drawn = [place(x, y) for x, y, _ in pts]
+        ax.plot(
+            [d[0] for d in drawn], [d[1] for d in drawn], linestyle=ls, marker=mk, color=r.colour, lw=1.4, ms=5.5,
+            alpha=0.85, mfc="white", mew=1.3, zorder=2, clip_on=False,
+        )  # fmt: skip
+        idx = (
+            range(len(pts))
+            if len(pts) <= max_labels_per_line
+            else sorted(set(np.linspace(0, len(pts) - 1, max_labels_per_line).round().astype(int)))
+        )
+        centres += [(d[0], d[1], 5.5) for d in drawn]
+        for i in idx:
+            if sw.param is None:
+                continue
+            ann = ax.annotate(
+                _fmt(pts[i][2]),
+                xy=drawn[i][:2],
+                xytext=(5, 4),
+                textcoords="offset points",
+                fontsize=8,
+                color=r.colour,
+                ha="left",
+                va="bottom",
+                arrowprops=dict(arrowstyle="-", color=r.colour, lw=0.6, alpha=0.7, shrinkA=1, shrinkB=3),
+                zorder=5,
+            )
+            anns.append(ann)
+
+    # ---- runs without a filter
+    handles: list[Any] = []
+    labels: list[str] = []
+    for r, x, y in marks:
+        px, py, moved = place(x, y)
+        size = 17 if r.marker == "*" else 11
+        (pt,) = ax.plot(
+            [px], [py], linestyle="none", marker=r.marker, ms=size, color=r.colour, mec="black", mew=0.8, zorder=4,
+            clip_on=False,
+        )  # fmt: skip
+        handles.append(pt)
+        text = r.label
+        if moved:
+            off = [n for n, v, d in (("NME", y, py), ("NMF", x, px)) if v != d]
+            text += f"\n({' = '.join(off)} = 0: drawn at the axes' edge)"
+        labels.append(text)
+        centres.append((px, py, size))
+    if handles or styles.styles or extra:
+        _legend(fig, handles, labels, styles, extra)
     if anns:
         fig.canvas.draw()
         pix = ax.transData.transform(np.array([(c[0], c[1]) for c in centres]))
         radius = np.array([c[2] for c in centres]) * fig.dpi / 72.0 / 2 + 1.0
         place_labels(ax, anns, np.column_stack([pix, radius]), draw=False)
         fig.set_layout_engine("none")  # the layout is final: saving twice need not redo it
-    return save_figure(fig, stem)
+    return fig
 
 
-def _legend(fig: plt.Figure, run_handles: list[Any], run_labels: list[str], styles: _FilterStyles) -> None:
-    """One legend in two parts: runs (colour; big marker = no filter) and filters (line style and small marker)."""
+def _legend(
+    fig: plt.Figure,
+    run_handles: list[Any],
+    run_labels: list[str],
+    styles: _FilterStyles,
+    extra: Sequence[tuple[Any, str]] = (),
+) -> None:
+    """One legend in two parts: runs (colour; big marker = no filter) and filters (line style and small marker),
+    then any ``extra`` entries (e.g. the label floor band)."""
     blank = Line2D([], [], linestyle="none", marker="")
     handles, labels, headers = [], [], []
     if run_handles:
@@ -416,13 +502,17 @@ def _legend(fig: plt.Figure, run_handles: list[Any], run_labels: list[str], styl
         if any("[" in t for t in styles.styles):
             handles.append(blank)
             labels.append("numbers on a filter line: value of\nthe parameter in [brackets]")
+    for handle, text in extra:
+        handles.append(handle)
+        labels.append(text)
     leg = fig.legend(handles, labels, loc="outside right upper", fontsize=8.5, frameon=False, handlelength=2.6)
     texts = leg.get_texts()
     for i in headers:
         texts[i].set_fontweight("bold")
-    if labels and labels[-1].startswith("numbers on"):
-        texts[-1].set_color(_LEGEND_GREY)
-        texts[-1].set_fontsize(8)
+    for t in texts:
+        if t.get_text().startswith("numbers on"):
+            t.set_color(_LEGEND_GREY)
+            t.set_fontsize(8)
 
 
 def _finite(v: Any) -> bool:
@@ -532,6 +622,105 @@ def trajectory_size(n_landmarks: int) -> tuple[float, float]:
     return (11.0, 2.6 * max(n_landmarks, 1) + 1.0)
 
 
+#: line style and marker of the n-th run in trajectory plots: two runs that coincide still both show (the dashes of
+#: the one on top let the other through, their markers sit at different frames)
+_RUN_LINES = (
+    ("-", "o"),
+    ("--", "s"),
+    ("-.", "^"),
+    (":", "D"),
+    ((0, (6, 2, 1, 2, 1, 2)), "v"),
+    ((0, (1, 1)), "P"),
+    ((0, (8, 3)), "X"),
+)
+
+
+def run_line_style(index: int, n_runs: int, n_frames: int) -> dict[str, Any]:
+    """Matplotlib keyword arguments of run ``index`` (of ``n_runs``) in a trajectory plot of ``n_frames`` frames."""
+    ls, mk = _RUN_LINES[index % len(_RUN_LINES)]
+    step = max(1, n_frames // 8)
+    return dict(
+        linestyle=ls,
+        marker=mk,
+        markevery=(min(index * step // max(n_runs, 1), n_frames - 1) if n_frames else 0, step),
+        lw=1.5,
+        ms=5.0,
+        mfc="white",
+        mew=1.2,
+        alpha=0.95,
+        zorder=4 + index,
+    )
+
+
+def trajectory_figure(
+    video_id: str,
+    gt: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    colours: Mapping[str, str],
+    landmarks: Sequence[int],
+    fps: float = 0.0,
+    scheme: str = "wflw98",
+    nmf: Mapping[str, Sequence[float]] | None = None,
+) -> plt.Figure:
+    """The figure of :func:`plot_trajectories` (not saved): the legend sits above the panels, wrapped into as
+    many rows as it needs to stay inside the figure."""
+    t_len = gt.shape[0]
+    t = np.arange(t_len) / fps if fps and fps > 0 else np.arange(t_len)
+    fig, axes = plt.subplots(
+        len(landmarks), 2, figsize=trajectory_size(len(landmarks)), layout="constrained", squeeze=False, sharex=True
+    )
+    handles = []
+    for row, lm in enumerate(landmarks):
+        for col, coord in enumerate("xy"):
+            ax = axes[row, col]
+            (h,) = ax.plot(t, gt[:, lm, col], color="black", lw=2.6, label="ground truth", zorder=3)
+            if row == 0 and col == 0:
+                handles.append(h)
+            for i, (label, p) in enumerate(preds.items()):
+                n = min(len(p), t_len)
+                style = run_line_style(i, len(preds), n)
+                (h,) = ax.plot(t[:n], p[:n, lm, col], color=colours.get(label, None), **style)
+                if row == 0 and col == 0:
+                    text = label
+                    if nmf is not None and label in nmf and len(landmarks) == 1:
+                        text += f" (NMF of this landmark: {float(nmf[label][lm]):.3g})"
+                    h.set_label(text)
+                    handles.append(h)
+            ax.set_ylabel(f"{coord} (pixels)")
+            ax.set_title(
+                f"landmark {landmark_name(lm, scheme)}: {coord}"
+                + (", image y grows downwards" if coord == "y" else ""),
+                fontsize=9,
+            )
+            ax.grid(True, color="#e5e5e5", lw=0.6)
+            if coord == "y":
+                ax.invert_yaxis()  # up in the plot is up in the image
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)" if fps and fps > 0 else "frame")
+    _fitted_legend(fig, handles, f"Landmark trajectories in clip {video_id}")
+    return fig
+
+
+def _fitted_legend(fig: plt.Figure, handles: list[Any], title: str) -> None:
+    """A legend above the axes with as many columns as fit in the figure's width (one entry per row at worst)."""
+    width = fig.get_figwidth() * fig.dpi
+    for ncol in range(min(len(handles), 4), 0, -1):
+        leg = fig.legend(
+            handles,
+            [h.get_label() for h in handles],
+            loc="outside upper center",
+            ncol=ncol,
+            fontsize=9,
+            frameon=False,
+            title=title,
+            title_fontsize=10.5,
+        )
+        fig.canvas.draw()
+        if leg.get_window_extent().width <= 0.98 * width or ncol == 1:
+            return
+        leg.remove()
+
+
 def plot_trajectories(
     video_id: str,
     gt: np.ndarray,
@@ -552,47 +741,7 @@ def plot_trajectories(
         landmarks: indices to plot, one row each.
         fps: frame rate (time axis in seconds when > 0, else frame numbers).
         nmf: optional ``{run label: (K,) per-landmark NMF of this clip}`` shown in the legend.
+    Each run has its own line style and markers (:func:`run_line_style`), so runs that coincide stay visible.
     """
-    t_len = gt.shape[0]
-    t = np.arange(t_len) / fps if fps and fps > 0 else np.arange(t_len)
-    fig, axes = plt.subplots(
-        len(landmarks), 2, figsize=trajectory_size(len(landmarks)), layout="constrained", squeeze=False, sharex=True
-    )
-    handles = []
-    for row, lm in enumerate(landmarks):
-        for col, coord in enumerate("xy"):
-            ax = axes[row, col]
-            (h,) = ax.plot(t, gt[:, lm, col], color="black", lw=2.4, label="ground truth", zorder=3)
-            if row == 0 and col == 0:
-                handles.append(h)
-            for label, p in preds.items():
-                n = min(len(p), t_len)
-                (h,) = ax.plot(t[:n], p[:n, lm, col], color=colours.get(label, None), lw=1.4, alpha=0.9, zorder=4)
-                if row == 0 and col == 0:
-                    text = label
-                    if nmf is not None and label in nmf and len(landmarks) == 1:
-                        text += f" (NMF of this landmark: {float(nmf[label][lm]):.3g})"
-                    h.set_label(text)
-                    handles.append(h)
-            ax.set_ylabel(f"{coord} (pixels)")
-            ax.set_title(
-                f"landmark {landmark_name(lm, scheme)}: {coord}"
-                + (", image y grows downwards" if coord == "y" else ""),
-                fontsize=9,
-            )
-            ax.grid(True, color="#e5e5e5", lw=0.6)
-            if coord == "y":
-                ax.invert_yaxis()  # up in the plot is up in the image
-    for ax in axes[-1]:
-        ax.set_xlabel("time (s)" if fps and fps > 0 else "frame")
-    fig.legend(
-        handles,
-        [h.get_label() for h in handles],
-        loc="outside upper center",
-        ncol=min(len(handles), 4),
-        fontsize=9,
-        frameon=False,
-        title=f"Landmark trajectories in clip {video_id}",
-        title_fontsize=10.5,
-    )
+    fig = trajectory_figure(video_id, gt, preds, colours, landmarks, fps, scheme, nmf)
     return save_figure(fig, stem)

@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from wflwv.reports.load import ReportRun, norm_text
+from wflwv.reports.reading import Reading
+from wflwv.reports.stats import CONFIDENCE, format_interval
 from wflwv.reports.tables import Baseline, clip_cells, table_cells
 
 __all__ = ["Figure", "Overlay", "PageContent", "render_html", "write_html", "data_uri"]
@@ -75,6 +77,8 @@ class PageContent:
     table_files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reading: Reading | None = None
+    label_floor: float | None = None
 
 
 def _e(x: Any) -> str:
@@ -137,6 +141,41 @@ def _runs_table(runs: Sequence[ReportRun], base: Path) -> str:
     )
 
 
+def _reading(reading: Reading, baseline: Baseline | None) -> str:
+    """The "How to read this" section: paragraphs, then each run's numbers with their intervals."""
+    parts = ["<h2>How to read this</h2>"]
+    parts += [f"<p><b>{_e(title)}.</b> {_e(text)}</p>" for title, text in reading.paragraphs]
+    df = reading.intervals
+    if df is None or df.empty:
+        return "\n".join(parts)
+    pct = f"{CONFIDENCE:.0%}"
+    header = ["Model", "Split", "Clips", f"NME (%) [{pct} CI]", f"NMF [{pct} CI]"]
+    with_diff = baseline is not None and "d_nme" in df
+    if with_diff:
+        header += [f"ΔNME vs {baseline.name}", f"ΔNMF vs {baseline.name}"]
+    rows = []
+    for _, r in df.iterrows():
+        cells = [(str(r["run"]), False), (str(r["split"]), False), (str(int(r["clips"])), False)]
+        cells += [(format_interval(r[k], r[f"{k}_low"], r[f"{k}_high"]), False) for k in ("nme", "nmf")]
+        if with_diff:
+            if r["run"] == baseline.run and r["filter"] == baseline.set:
+                cells += [("baseline", False)] * 2
+            else:
+                for k in ("nme", "nmf"):
+                    text = format_interval(r[f"d_{k}"], r[f"d_{k}_low"], r[f"d_{k}_high"], signed=True)
+                    known = r[f"d_{k}_low"] == r[f"d_{k}_low"]  # not NaN
+                    if known:
+                        text += "" if r[f"d_{k}_significant"] else " (within noise)"
+                    cells.append((text, False))
+        rows.append(cells)
+    parts.append(
+        f"<p>Each run without a filter, per split: mean over clips with its {pct} bootstrap interval; differences "
+        "are paired over the clips both runs scored (negative = lower than the baseline).</p>"
+    )
+    parts.append(_html_table(header, rows, numeric_from=2))
+    return "\n".join(parts)
+
+
 def render_html(content: PageContent, base: Path) -> str:
     """The whole page as a string; ``base`` is the folder the page is written to (for relative links)."""
     runs = content.runs
@@ -153,11 +192,18 @@ def render_html(content: PageContent, base: Path) -> str:
     for w in content.warnings:
         parts.append(f"<div class=warn><b>Warning:</b> {_e(w)}</div>")
     parts.append("<h2>Runs</h2>" + _runs_table(runs, base))
+    if content.reading is not None:
+        parts.append(_reading(content.reading, content.baseline))
     if content.scatter:
         parts.append("<h2>Accuracy vs flicker</h2>")
+        band = (
+            f" The grey band is NMF below the labels' own flicker (label floor {content.label_floor:.4g})."
+            if content.label_floor
+            else ""
+        )
         parts.append(
             "<p>Each run without a filter is a large marker (a star for RwR). A filter sweep is a line through its "
-            "settings in the run's colour, its points labelled with the swept parameter's value.</p>"
+            f"settings in the run's colour, its points labelled with the swept parameter's value.{band}</p>"
         )
         parts += [_figure(f, base) for f in content.scatter]
     parts.append("<h2>Results</h2>")

@@ -19,6 +19,7 @@ from wflwv.benchmark.results import UNFILTERED, RunDir
 __all__ = [
     "ReportError",
     "ReportRun",
+    "REFERENCE_CLASSES",
     "SPLIT_ORDER",
     "display_name",
     "parse_labels",
@@ -45,6 +46,14 @@ RUN_COLOURS = (
     "#BCBD22",  # olive
     "#17BECF",  # cyan
 )
+
+
+#: classes of the reference models (:attr:`ReportRun.is_reference`)
+REFERENCE_CLASSES = ("wflwv.models.sanity.OracleModel", "wflwv.models.sanity.MeanShapeModel")
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else None
 
 
 class ReportError(ValueError):
@@ -99,7 +108,9 @@ class ReportRun:
 
     @property
     def scheme(self) -> str | None:
-        return self.identity.get("dataset", {}).get("scheme")
+        """The scheme the run was scored and its predictions stored in (``scoring_scheme``; older runs: the
+        dataset's)."""
+        return self.info.get("scoring_scheme") or self.identity.get("dataset", {}).get("scheme")
 
     @property
     def norm(self) -> str:
@@ -109,6 +120,22 @@ class ReportRun:
     def sets(self) -> dict[str, Any]:
         """``{set label: {"filter": None | {"name", "params"}, "splits": {...}}}`` from summary.json."""
         return self.summary.get("sets", {})
+
+    @property
+    def model_class(self) -> str:
+        return str(self.identity.get("model", {}).get("class") or "")
+
+    @property
+    def is_reference(self) -> bool:
+        """True for the sanity models that do not look at the image the way a trained model does: the ``oracle``
+        (returns the labels) and ``mean-shape`` (one fixed face). The jittered ``perturbed-oracle`` is not one."""
+        return self.model_class in REFERENCE_CLASSES
+
+    @property
+    def label_floor(self) -> dict[str, Any] | None:
+        """The dataset's label-flicker floor recorded with the run (summary.json ``label_floor``), if any."""
+        floor = self.summary.get("label_floor", self.info.get("label_floor"))
+        return floor if isinstance(floor, dict) and _number(floor.get("nmf")) is not None else None
 
     def split_stats(self, set_label: str = UNFILTERED, split: str = "all") -> dict[str, Any] | None:
         """The aggregates of one result set on one split, or None when absent."""
@@ -151,15 +178,19 @@ class ReportRun:
 
 
 def display_name(model: Mapping[str, Any]) -> str:
-    """The name of a model as shown in reports: ``identity.model.name`` plus ``" + RwR"`` when its args say rwr.
+    """The name of a model as shown in reports: ``identity.model.name`` plus ``" + RwR"`` when its args say rwr, and
+    the model's ``label_tags`` (options that differ from the released behaviour) in brackets.
 
-    >>> display_name({"name": "ldeq", "args": {"rwr": True}})
-    'ldeq + RwR'
+    >>> display_name({"name": "ldeq", "args": {"rwr": True}, "config": {"label_tags": ["early exit"]}})
+    'ldeq + RwR [early exit]'
     """
     name = str(model.get("name") or model.get("class") or "model")
     args = model.get("args") or {}
     if _truthy(args.get("rwr")):
         name += " + RwR"
+    tags = (model.get("config") or {}).get("label_tags") or []
+    if tags:
+        name += f" [{', '.join(map(str, tags))}]"
     return name
 
 

@@ -14,15 +14,24 @@ from pathlib import Path
 import numpy as np
 
 import wflwv.reports.figures as F
+import wflwv.reports.stats as S
 import wflwv.reports.tables as T
 from wflwv.benchmark.results import UNFILTERED
 from wflwv.protocol.layout import DatasetError, WFLWVDataset
 from wflwv.protocol.video import VideoError, iter_frames
 from wflwv.reports.html import Figure, Overlay, PageContent, write_html
 from wflwv.reports.load import ReportError, ReportRun, dataset_warnings, load_runs, parse_labels, splits_of
-from wflwv.reports.selection import clip_landmark_nmf, common_clips, mean_face_shape, pick_clip, pick_landmark
+from wflwv.reports.reading import floor_warnings, how_to_read, resolve_label_floor
+from wflwv.reports.selection import (
+    clip_landmark_nmf,
+    common_clips,
+    compared_runs,
+    mean_face_shape,
+    pick_clip,
+    pick_landmark,
+)
 from wflwv.reports.video import write_overlay
-from wflwv.schemes import get_scheme
+from wflwv.schemes import convert_landmarks, get_scheme
 
 __all__ = ["ReportResult", "build_report"]
 
@@ -34,6 +43,7 @@ class ReportResult:
     Attributes:
         index: the HTML page.
         files: paths by kind: ``nme_nmf``, ``flicker_map``, ``trajectory``, ``overlay``, ``tables`` (PNG/SVG/MP4/GIF/CSV/MD).
+        label_floor: the label floor shown (``label_floor`` of the runs' summary.json or of dataset.json), if known.
         warnings: the warnings shown on the page (different datasets, skipped parts...).
         clips: the clips shown in trajectories and overlays.
         landmarks: ``{clip: [landmark indices]}`` shown in the trajectory plots.
@@ -47,6 +57,7 @@ class ReportResult:
     warnings: list[str] = field(default_factory=list)
     clips: list[str] = field(default_factory=list)
     landmarks: dict[str, list[int]] = field(default_factory=dict)
+    label_floor: dict | None = None
 
 
 def _safe(name: str) -> str:
@@ -156,20 +167,34 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[Path]] = {k: [] for k in ("tables", "nme_nmf", "flicker_map", "trajectory", "overlay")}
     norm = runs[0].norm
+    splits = splits_of(runs)
+
+    # ---- how sure the numbers are, and what they can be compared with ---------------------------------------------
+    dataset_info = ds.info if ds is not None else {}
+    floor, problem = resolve_label_floor(runs, dataset_info)
+    if problem:
+        warn(problem)
+    floor_nmf = float(floor["nmf"]) if floor else None
+    for w in floor_warnings(runs, floor, splits):
+        warn(w)
+    say(f"bootstrap intervals over clips ({S.N_RESAMPLES} resamples)")
+    uncertainty = S.uncertainty_table(runs, splits, (base.run, base.set))
+    reading = how_to_read(runs, dataset_info, floor, uncertainty, base.name)
 
     # ---- tables ------------------------------------------------------------------------------------------------
     say(f"tables (baseline: {base.name})")
-    results = T.results_table(runs, base)
+    results = T.results_table(runs, base, floor_nmf, uncertainty)
     clips = T.clip_table(runs)
-    paths = T.write_tables(results, clips, [r.label for r in runs], base, out, norm)
+    paths = T.write_tables(
+        results, clips, [r.label for r in runs], base, out, norm, uncertainty=uncertainty, reading=reading.paragraphs
+    )
     files["tables"] = list(paths.values())
 
     # ---- NME vs NMF ----------------------------------------------------------------------------------------------
-    splits = splits_of(runs)
     scatter = []
     for split in splits:
         say(f"figure: NME vs NMF, {split} split")
-        png, svg = F.plot_nme_nmf(runs, split, out / f"nme_nmf_{split}")
+        png, svg = F.plot_nme_nmf(runs, split, out / f"nme_nmf_{split}", label_floor=floor_nmf)
         files["nme_nmf"] += [png, svg]
         scatter.append(Figure(f"NME vs NMF, {split} split", png, [svg]))
 
@@ -179,7 +204,7 @@ def build_report(
     if ds is not None:
         try:
             ids = common_clips(runs)[:50] or runs[0].ok_clips()[:50]
-            gts = [ds.load(v).landmarks for v in ids]
+            gts = [convert_landmarks(ds.load(v).landmarks, ds.scheme, scheme) for v in ids]
             if gts and gts[0].shape[1] == len(F.template_shape(scheme)):
                 shape, shape_note = mean_face_shape(gts), f"mean ground-truth shape of {len(gts)} clips"
         except Exception as exc:  # the map still works on the template face
@@ -202,21 +227,27 @@ def build_report(
                 clip = ds.load(vid)
             except Exception as exc:
                 raise ReportError(f"clip {vid}: cannot read its ground truth from {ds.root}: {exc}") from None
+            try:  # the ground truth in the runs' scoring scheme
+                gt = convert_landmarks(clip.landmarks, ds.scheme, scheme)
+            except ValueError as exc:
+                raise ReportError(
+                    f"clip {vid}: {ds.root} cannot be compared with the runs: {exc}; pass --data"
+                ) from None
             preds = {r.label: r.predictions(vid) for r in runs}  # ReportError names the run without predictions
             for label, p in preds.items():
-                if p.shape[1:] != clip.landmarks.shape[1:]:
+                if p.shape[1:] != gt.shape[1:]:
                     raise ReportError(
                         f"run '{label}': predictions of clip {vid} have shape {p.shape}, the ground truth "
-                        f"{clip.landmarks.shape}: the run was scored on another dataset; pass --data"
+                        f"{gt.shape}: the run was scored on another dataset; pass --data"
                     )
-            per_lm = clip_landmark_nmf(clip.landmarks, preds)
+            per_lm = clip_landmark_nmf(gt, preds)
             lms = list(dict.fromkeys(int(x) for x in landmarks)) or [pick_landmark(per_lm)]
             chosen_lms[vid] = lms
             fps = _clip_fps(runs, vid)
             say(f"figure: trajectories of clip {vid}, landmark{'s' * (len(lms) > 1)} {', '.join(map(str, lms))}")
             png, svg = F.plot_trajectories(
                 vid,
-                clip.landmarks,
+                gt,
                 preds,
                 {r.label: r.colour for r in runs},
                 lms,
@@ -226,7 +257,15 @@ def build_report(
                 nmf=per_lm,
             )
             files["trajectory"] += [png, svg]
-            why = "" if videos else " (the clip where the runs' NMF differ most)"
+            compared = compared_runs(runs)
+            left_out = [r.label for r in runs if r not in compared]
+            if videos:
+                why = ""
+            elif len(compared) > 1:
+                why = f" (the clip where the NMF of {', '.join(r.label for r in compared)} differ most"
+                why += f"; {', '.join(left_out)} left out as reference models)" if left_out else ")"
+            else:
+                why = f" (the clip where {compared[0].label} flickers most)"
             which = "" if landmarks else "; the landmark that flickers most in this clip"
             trajectories.append(
                 Figure(
@@ -241,7 +280,7 @@ def build_report(
                 try:
                     mp4, gif, n = write_overlay(
                         iter_frames(clip.video_path),
-                        clip.landmarks,
+                        gt,
                         preds,
                         {r.label: r.colour for r in runs},
                         scheme,
@@ -272,9 +311,11 @@ def build_report(
         overlays=overlays,
         table_files=files["tables"],
         warnings=warn_list,
+        reading=reading,
+        label_floor=floor_nmf,
     )
     index = write_html(content, out / "index.html")
-    return ReportResult(out, index, runs, base.name, files, warn_list, chosen, chosen_lms)
+    return ReportResult(out, index, runs, base.name, files, warn_list, chosen, chosen_lms, floor)
 
 
 def get_num_points(scheme: str) -> int:

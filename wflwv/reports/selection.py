@@ -1,4 +1,5 @@
-"""What a report shows by default: the clip where the runs differ most, its most flickering landmark, the mean face."""
+"""What a report shows by default: the clip where the compared models differ most, its most flickering landmark, the
+mean face."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from wflwv.benchmark import metrics as M
 from wflwv.benchmark.results import UNFILTERED
 from wflwv.reports.load import ReportRun
 
-__all__ = ["common_clips", "pick_clip", "pick_landmark", "clip_landmark_nmf", "mean_face_shape"]
+__all__ = ["common_clips", "compared_runs", "pick_clip", "pick_landmark", "clip_landmark_nmf", "mean_face_shape"]
 
 
 def common_clips(runs: Sequence[ReportRun]) -> list[str]:
@@ -22,25 +23,35 @@ def common_clips(runs: Sequence[ReportRun]) -> list[str]:
     return [v for v in first if all(v in s for s in ok) and all(r.has_predictions(v) for r in runs)]
 
 
-def pick_clip(runs: Sequence[ReportRun]) -> str | None:
-    """The clip with the largest NMF gap between the runs (the largest NMF when there is one run).
+def compared_runs(runs: Sequence[ReportRun]) -> list[ReportRun]:
+    """The runs a default clip is chosen for: all but the reference models (``oracle``, ``mean-shape``: one flickers
+    not at all, the other as much as the face box moves, so either would decide every choice), unless only
+    reference models are given."""
+    models = [r for r in runs if not r.is_reference]
+    return models or list(runs)
 
-    Only clips every run scored and kept predictions for are candidates; None when there is none.
+
+def pick_clip(runs: Sequence[ReportRun]) -> str | None:
+    """The clip with the largest NMF gap between the :func:`compared_runs` (the largest NMF when there is one).
+
+    Only clips every run scored and kept predictions for are candidates (the trajectories show every run); None
+    when there is none.
     """
     candidates = common_clips(runs)
     if not candidates:
         return None
+    compared = compared_runs(runs)
     table = {}
-    for r in runs:
+    for r in compared:
         df = r.per_video[(r.per_video["filter"] == UNFILTERED) & (r.per_video["status"] == "ok")]
         table[r.label] = dict(zip(df["video_id"].astype(str), df["nmf"].astype(float)))
     best, best_score = None, -np.inf
     for vid in candidates:
-        vals = np.array([table[r.label].get(vid, np.nan) for r in runs], float)
+        vals = np.array([table[r.label].get(vid, np.nan) for r in compared], float)
         vals = vals[np.isfinite(vals)]
         if not len(vals):
             continue
-        score = float(vals.max() - vals.min()) if len(runs) > 1 else float(vals.max())
+        score = float(vals.max() - vals.min()) if len(compared) > 1 else float(vals.max())
         if score > best_score:
             best, best_score = vid, score
     return best

@@ -4,7 +4,10 @@ Two tables:
 
 * the **results table** (``results.csv`` / ``results.md``): one row per (run, result set, split) with NME (%),
   NMF, FR@0.1, AUC@0.1 (also FR/AUC@0.08 in the CSV), taken from each run's summary.json, and the relative change
-  of NME and NMF against a baseline row (``nme_change_pct`` = 100 * (NME - NME_baseline) / NME_baseline);
+  of NME and NMF against a baseline row (``nme_change_pct`` = 100 * (NME - NME_baseline) / NME_baseline); with the
+  bootstrap intervals of :mod:`wflwv.reports.stats` (``nme_low``/``nme_high``..., and for the paired difference from
+  the baseline ``d_nme``, ``d_nme_low``, ``d_nme_high``, ``d_nme_significant``...), and when the dataset's label
+  floor is known ``label_floor_nmf`` and ``nmf_over_floor``;
 * the **per-clip table** (``per_clip.csv`` / in ``results.md``): the unfiltered NME and NMF of every clip in every
   run, from per_video, with the NMF gap between the runs (clips where the runs differ most come first).
 """
@@ -95,11 +98,18 @@ def resolve_baseline(runs: Sequence[ReportRun], name: str | None) -> Baseline:
     raise ReportError(f"--baseline {name!r} names no run or result set; choose one of: {names}")
 
 
-def results_table(runs: Sequence[ReportRun], baseline: Baseline | None = None) -> pd.DataFrame:
+def results_table(
+    runs: Sequence[ReportRun],
+    baseline: Baseline | None = None,
+    label_floor: float | None = None,
+    uncertainty: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per (run, result set, split) with the summary metrics and the change against ``baseline``.
 
     Columns: run, model, rwr, filter (set label, ``"none"`` unfiltered), filter_name, name, split, videos, failed,
-    frames, nme, nmf, fr_0.1, auc_0.1, fr_0.08, auc_0.08, nme_change_pct, nmf_change_pct, run_dir.
+    frames, nme, nmf, fr_0.1, auc_0.1, fr_0.08, auc_0.08, nme_change_pct, nmf_change_pct, run_dir; with
+    ``label_floor`` also label_floor_nmf and nmf_over_floor; with ``uncertainty``
+    (:func:`wflwv.reports.stats.uncertainty_table`) its interval and difference columns.
     Missing values are NaN (e.g. a split without clips, or a baseline that has no results on that split).
     """
     splits = splits_of(runs)
@@ -140,6 +150,13 @@ def results_table(runs: Sequence[ReportRun], baseline: Baseline | None = None) -
             with np.errstate(divide="ignore", invalid="ignore"):
                 change = 100.0 * (df[k] - ref) / ref
             df[f"{k}_change_pct"] = change.where(ref.notna() & (ref != 0))
+    if label_floor is not None and math.isfinite(label_floor):
+        df["label_floor_nmf"] = float(label_floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["nmf_over_floor"] = (df["nmf"] / label_floor) if label_floor > 0 else np.nan
+    if uncertainty is not None and not uncertainty.empty:
+        extra = [c for c in uncertainty.columns if c not in ("run", "filter", "split", "nme", "nmf")]
+        df = df.merge(uncertainty[["run", "filter", "split", *extra]], on=["run", "filter", "split"], how="left")
     return df
 
 
@@ -216,8 +233,12 @@ def table_cells(
     """Header and cells ``(text, is_best)`` of one split's results table (shared by Markdown and HTML)."""
     part = split_rows(df, split)
     header = ["Model", "Filter", "Videos"] + [h for _, h, _ in METRIC_COLUMNS]
+    floor = "nmf_over_floor" in part and part["nmf_over_floor"].notna().any()
+    if floor:
+        header.append("NMF ÷ floor")
+    noise = baseline is not None and "d_nme_significant" in part
     if baseline is not None:
-        header += ["ΔNME", "ΔNMF"]
+        header += ["ΔNME", "ΔNMF"] + (["Beyond noise"] if noise else [])
     best = {k: _best_mask(part[k], lower) for k, _, lower in METRIC_COLUMNS}
     rows = []
     for i, row in part.iterrows():
@@ -225,13 +246,34 @@ def table_cells(
         videos = f"{row['videos']}" + (f" ({row['failed']} failed)" if row["failed"] else "")
         cells = [(row["run"], False), ("—" if row["filter"] == UNFILTERED else row["filter"], False), (videos, False)]
         cells += [(format_number(row[k], k), bool(best[k].iloc[i])) for k, _, _ in METRIC_COLUMNS]
+        if floor:
+            ratio = row["nmf_over_floor"]
+            cells.append((_ratio(ratio), False))
         if baseline is not None:
             if is_base:
-                cells += [("baseline", False), ("baseline", False)]
+                cells += [("baseline", False), ("baseline", False)] + ([("baseline", False)] if noise else [])
             else:
                 cells += [(format_change(row["nme_change_pct"]), False), (format_change(row["nmf_change_pct"]), False)]
+                if noise:
+                    cells.append((_beyond_noise(row), False))
         rows.append(cells)
     return header, rows
+
+
+def _ratio(ratio: Any) -> str:
+    """NMF over the label floor: ``1.4×``, ``12×``, ``<0.01×``; ``–`` when unknown."""
+    if not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
+        return "–"
+    return "<0.01×" if ratio < 0.01 else f"{ratio:.2g}×"
+
+
+def _beyond_noise(row: pd.Series) -> str:
+    """Which of the row's differences from the baseline are beyond the noise (their interval excludes 0)."""
+    known = [k for k in ("nme", "nmf") if math.isfinite(row.get(f"d_{k}_low", np.nan))]
+    if not known:
+        return "–"
+    sig = [k.upper() for k in known if bool(row.get(f"d_{k}_significant"))]
+    return " and ".join(sig) if sig else "neither"
 
 
 def _md_escape(text: str) -> str:
@@ -257,6 +299,15 @@ def markdown_results(df: pd.DataFrame, baseline: Baseline | None, norm: str = "i
         f"NME in % of the {norm_text(norm)}, NMF on the released evaluation code's scale, "
         "FR/AUC as fractions; ↓ lower is better, ↑ higher is better; best value per column in bold.\n"
     )
+    if "d_nme_significant" in df:
+        out.append(
+            "Beyond noise: which differences from the baseline have a 95% bootstrap interval over clips that excludes "
+            "0 ('neither': both are within the noise of the run; intervals in uncertainty.csv).\n"
+        )
+    if "label_floor_nmf" in df:
+        out.append(
+            f"NMF ÷ floor: NMF over the labels' own flicker (label floor NMF {df['label_floor_nmf'].iloc[0]:.4g}).\n"
+        )
     for split in [s for s in ("hard", "easy", "all") if s in set(df["split"])]:
         n = int(split_rows(df, split)["videos"].max())
         out.append(f"### Split: {split} ({n} videos)\n")
@@ -310,13 +361,24 @@ def write_tables(
     baseline: Baseline | None,
     out: str | Path,
     norm: str = "inter-ocular",
+    uncertainty: pd.DataFrame | None = None,
+    reading: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Path]:
-    """Write results.csv, per_clip.csv and results.md into ``out``; returns their paths by kind."""
+    """Write results.csv, per_clip.csv, results.md (and uncertainty.csv) into ``out``; returns their paths by kind.
+
+    ``reading``: the "How to read this" paragraphs (title, text), put at the top of results.md.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results_csv": out / "results.csv", "per_clip_csv": out / "per_clip.csv", "markdown": out / "results.md"}
     df.to_csv(paths["results_csv"], index=False)
     clips.to_csv(paths["per_clip_csv"], index=False)
-    text = "# Results\n\n" + markdown_results(df, baseline, norm) + "\n" + markdown_clips(clips, runs_order)
+    if uncertainty is not None and not uncertainty.empty:
+        paths["uncertainty_csv"] = out / "uncertainty.csv"
+        uncertainty.to_csv(paths["uncertainty_csv"], index=False)
+    text = "# Results\n\n"
+    if reading:
+        text += "## How to read this\n\n" + "".join(f"**{t}.** {body}\n\n" for t, body in reading)
+    text += markdown_results(df, baseline, norm) + "\n" + markdown_clips(clips, runs_order)
     paths["markdown"].write_text(text, encoding="utf-8")
     return paths

@@ -17,7 +17,7 @@ import numpy as np
 from wflwv.protocol.video import write_video
 from wflwv.schemes import get_scheme
 
-__all__ = ["GT_LABEL", "face_box", "OverlayStyle", "render_frame", "write_overlay", "legend_height"]
+__all__ = ["GT_LABEL", "face_box", "OverlayStyle", "render_frame", "write_overlay", "legend_height", "gif_palette"]
 
 GT_LABEL = "ground truth"
 _GT_BGR = (255, 255, 255)
@@ -178,15 +178,45 @@ def _even(img: np.ndarray) -> np.ndarray:
     return img[: h - h % 2, : w - w % 2]
 
 
-def _write_gif(path: Path, frames: list[np.ndarray], frame_ms: int) -> None:
+def gif_palette(frames: Sequence[np.ndarray], keep: Sequence[tuple[int, int, int]], size: int = 256) -> list[int]:
+    """One palette for the whole GIF (flat ``[r, g, b, ...]``): the colours in ``keep`` exactly (each run's colour,
+    the ground truth's, the legend's), the rest fitted to the frames (median cut over a sample of them).
+
+    A palette fitted to each frame alone would give a run's thin lines whatever nearby colour the face offers
+    (blue turning green); reserved entries keep every run's colour in every frame.
+    """
     from PIL import Image
 
-    imgs = [
-        Image.fromarray(np.ascontiguousarray(f[:, :, ::-1])).quantize(
-            colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-        )
-        for f in frames
-    ]
+    reserved = list(dict.fromkeys(tuple(int(c) for c in rgb) for rgb in keep))
+    if len(reserved) >= size:
+        raise ValueError(f"{len(reserved)} colours to keep do not fit a {size}-colour GIF palette")
+    step = max(1, len(frames) // 8)
+    sample = np.concatenate([f[:, :, ::-1] for f in frames[::step]], axis=0)
+    fitted = Image.fromarray(np.ascontiguousarray(sample)).quantize(
+        colors=size - len(reserved), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
+    rest = fitted.getpalette()[: 3 * (size - len(reserved))]
+    return [v for rgb in reserved for v in rgb] + rest
+
+
+def _write_gif(path: Path, frames: list[np.ndarray], frame_ms: int, keep: Sequence[tuple[int, int, int]] = ()) -> None:
+    from PIL import Image
+
+    flat = gif_palette(frames, keep)
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(flat)
+    reserved = list(dict.fromkeys(tuple(int(c) for c in rgb) for rgb in keep))
+    imgs = []
+    for f in frames:
+        rgb = np.ascontiguousarray(f[:, :, ::-1])
+        # Pillow's palette lookup is approximate (it may pick a neighbour of an exact entry): pixels of a reserved
+        # colour are given its entry explicitly
+        idx = np.array(Image.fromarray(rgb).quantize(palette=palette, dither=Image.Dither.NONE))
+        for i, colour in enumerate(reserved):
+            idx[(rgb == colour).all(axis=2)] = i
+        img = Image.fromarray(idx)  # mode L; the palette makes it P
+        img.putpalette(flat)
+        imgs.append(img)
     imgs[0].save(
         path, save_all=True, append_images=imgs[1:], duration=max(int(frame_ms), 20), loop=0, optimize=True, disposal=1
     )
@@ -243,5 +273,6 @@ def write_overlay(
         log(f"encoding {len(video_frames)} frames")
     mp4_path.parent.mkdir(parents=True, exist_ok=True)
     write_video(mp4_path, video_frames, fps, crf=20)
-    _write_gif(gif_path, gif_frames, round(1000.0 * stride / (fps if fps > 0 else 25.0)))
+    keep = [c[::-1] for c in bgr] + [(32, 32, 32), (235, 235, 235), (90, 90, 90), (0, 0, 0)]  # runs, legend
+    _write_gif(gif_path, gif_frames, round(1000.0 * stride / (fps if fps > 0 else 25.0)), keep)
     return mp4_path, gif_path, len(video_frames)

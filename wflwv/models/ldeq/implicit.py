@@ -6,23 +6,30 @@ from __future__ import annotations
 
 import torch
 
-from wflwv.models.solvers import get_solver, residuals
+from wflwv.models.solvers import residuals, solve
 
 __all__ = ["unrolled_forward", "attach_implicit_backward"]
 
 
 def unrolled_forward(net, feats, z0, max_iters, **solver_overrides):
-    """Back-propagate through fixed-point iteration (per-sample stopping by masking); memory grows with it.
+    """Back-propagate through fixed-point iteration counted as the released ``fpi``; memory grows with it.
+
+    Each sample iterates ``z_k = f(z_{k-1})`` until its relative (or absolute, per ``stop_mode``) residual is below
+    the tolerance or ``max_iters`` is reached (per-sample stopping by masking), then the output is f once more at
+    that last value, ``heat = f(z_i)``: i + 1 tracked cell evaluations.
 
     Returns:
-        ``(heat, z_prev, iters, rel_residual, converged)``: the output heatmaps (differentiable), the iterate they
-        were evaluated at, and per-sample (N,) evaluation counts, relative residuals and convergence flags.
+        ``(heat, z_i, iters, rel_residual, converged)``: the output heatmaps (differentiable), the iterate they
+        were evaluated at, and per-sample (N,) iteration counts, relative residuals of ``heat`` and convergence
+        flags.
     """
     c = net.config
     solver_overrides.pop("solver", None)
     tol_rel = solver_overrides.pop("tol_rel", c.tol_rel)
     tol_abs = solver_overrides.pop("tol_abs", c.tol_abs)
     stop_mode = solver_overrides.pop("stop_mode", c.stop_mode)
+    if solver_overrides.pop("early_exit", False):
+        raise TypeError("early_exit is an inference option; the unrolled training path iterates as released")
     if solver_overrides:
         raise TypeError(f"unknown solver override(s): {', '.join(solver_overrides)}")
     n = z0.shape[0]
@@ -31,30 +38,21 @@ def unrolled_forward(net, feats, z0, max_iters, **solver_overrides):
     iters = torch.zeros(n, dtype=torch.long, device=z0.device)
     conv = torch.zeros(n, dtype=torch.bool, device=z0.device)
     z = z0
-    heat = None
-    rel_last = torch.full((n,), float("nan"), device=z0.device)
-    z_prev = z0
     for _ in range(int(budget.max().item())):
         if not bool(active.any()):
             break
         fz = net.cell(z, feats)
         with torch.no_grad():
             a_r, r_r = residuals(fz.detach(), z.detach())
-        m = active.view(-1, 1, 1, 1)
-        heat = fz if heat is None else torch.where(m, fz, heat)
-        z_prev = torch.where(m, z.detach(), z_prev)
-        rel_last = torch.where(active, r_r, rel_last)
         iters = iters + active.long()
         stop = {"rel": r_r < tol_rel, "abs": a_r < tol_abs}.get(stop_mode, (r_r < tol_rel) | (a_r < tol_abs))
         conv = conv | (active & stop)
+        z = torch.where(active.view(-1, 1, 1, 1), fz, z)
         active = active & ~stop & (iters < budget)
-        z = torch.where(m, fz, z)
-    if heat is None:
-        heat = net.cell(z0, feats)
-        iters = torch.ones_like(iters)
-        with torch.no_grad():
-            rel_last = residuals(heat.detach(), z0)[1]
-    return heat, z_prev, iters, rel_last, conv
+    heat = net.cell(z, feats)
+    with torch.no_grad():
+        rel = residuals(heat.detach(), z.detach())[1]
+    return heat, z.detach(), iters, rel, conv
 
 
 def attach_implicit_backward(net, heat: torch.Tensor, zs: torch.Tensor) -> None:
@@ -84,18 +82,10 @@ def attach_implicit_backward(net, heat: torch.Tensor, zs: torch.Tensor) -> None:
             (jty,) = torch.autograd.grad(heat, zs, y, retain_graph=True)
             return jty + g_unit
 
-        bc = c.with_overrides(solver=c.backward_solver, return_best=None) if c.backward_solver else c
-        y, st = get_solver(bc.solver)(
-            vjp_plus_g,
-            torch.zeros_like(grad),
-            max_iter=c.backward_max_iters or c.max_iters,
-            tol_rel=c.tol_rel if c.backward_tol_rel is None else c.backward_tol_rel,
-            tol_abs=c.tol_abs,
-            stop_mode=c.stop_mode,
-            return_best=bc.resolved_return_best(),
-            pass_index=False,
-            **bc.solver_kwargs(),
-        )
+        kw = c.solver_kwargs(c.backward_solver)
+        if c.backward_tol_rel is not None:
+            kw["tol_rel"] = c.backward_tol_rel
+        y, st = solve(vjp_plus_g, torch.zeros_like(grad), max_iter=c.backward_max_iters or c.max_iters, **kw)
         net.last_backward_stats = st
         out = st.f_star
         bad = ~torch.isfinite(out.reshape(n, -1)).all(dim=1)

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput, imagenet_normalise
-from wflwv.models.checkpoints import load_arch_checkpoint, load_state_dict_strict, resolve_default_weights
-from wflwv.models.ldeq.config import LDEQConfig
+from wflwv.models.checkpoints import load_arch_checkpoint, load_state_dict_strict, resolve_default_weights, seeded_init
+from wflwv.models.ldeq.config import RWR_ITERS_RENAMED, LDEQConfig
 from wflwv.models.ldeq.net import LDEQNet
 
 __all__ = ["LDEQModel"]
@@ -19,19 +19,32 @@ __all__ = ["LDEQModel"]
 class LDEQModel(LandmarkModel):
     """LDEQ landmark model (deep equilibrium heatmaps), optionally with Recurrence without Recurrence (RwR).
 
+    The defaults reproduce the released evaluation code (``docs/ldeq-released.md``): a released checkpoint's
+    ``args`` give the solver settings, counted as released (``max_iters`` = solver iterations).
+
     Args:
         weights: a released LDEQ checkpoint (``{'args', 'state_dict'}``) or a wflwv training checkpoint
-            (``{'arch': 'ldeq', 'config', 'state_dict', ...}``). None: random initialisation (with a warning:
-            the landmarks are meaningless until weights are given).
-        rwr: warm-start each frame from the previous frame's output heatmaps (the clip's state) and cap the
-            frame's cell evaluations at ``rwr_iters``. A clip's first frame (state None) starts from zeros and
-            gets a full solve (``max_iters``) unless ``rwr_full_first_frame=False``.
-        rwr_iters: cell evaluations per warm-started frame (default: the config's, 2). With fixed-point
-            iteration, 2 = the released "1 solver iteration + 1 more evaluation".
-        solver, max_iters, tol, stop_mode: forward solver settings (None: from the weights' config / defaults);
-            ``tol`` is the tolerance of ``stop_mode`` (relative for "rel"/"either", absolute for "abs").
+            (``{'arch': 'ldeq', 'config', 'state_dict', ...}``). None: the shipped demo model, or a random
+            initialisation (with a warning) when architecture fields are given.
+        rwr: Recurrence without Recurrence: every frame gets ``rwr_max_iters`` solver iterations, a clip's first
+            frame from zeros, every later frame from the previous frame's output heatmaps (the clip's state).
+        rwr_max_iters: solver iterations per frame under RwR (default: the config's, 1 as released).
+        rwr_full_first_frame: not released: give a clip's first frame the full ``max_iters`` solve instead.
+        sequential: evaluate the network one sample at a time on one CPU thread, as the released sequential
+            evaluation computes, so that the float rounding -- and with it every number -- is the same whatever
+            ``--batch-videos`` and the machine's thread count (convolution kernels round differently for other
+            batch sizes and thread counts). False: one batched call using every thread (faster; the same numbers up
+            to rounding, which RwR on a trained model keeps at rounding level but the random reference
+            checkpoint amplifies to pixels within a few frames).
+        solver, max_iters, tol, stop_mode: forward solver settings (None: from the weights' config); ``tol`` is the
+            tolerance of ``stop_mode`` (relative for "rel"/"either", absolute for "abs").
         device: torch device.
-        config_overrides: any other :class:`LDEQConfig` field (e.g. ``injection_width=8`` for tiny tests).
+        seed: the random initialisation without weights (recorded in :meth:`config`, so a run without weights
+            is reproducible and a resumed run cannot mix two networks).
+        config_overrides: any other :class:`LDEQConfig` field, e.g. ``early_exit=True`` (not released: a sample
+            stops at the first evaluated iterate that meets the tolerance and outputs the value computed there,
+            so a warm start that is already good costs one evaluation), ``final_eval=False``, or
+            ``injection_width=8`` for tiny tests.
 
     Every sample is solved independently (per-sample stopping and caps), so batch composition never changes
     results. Stats per frame: ``solver_iters``, ``cell_evals``, ``residual``.
@@ -41,15 +54,19 @@ class LDEQModel(LandmarkModel):
         self,
         weights: str | None = None,
         rwr: bool = False,
-        rwr_iters: int | None = None,
+        rwr_max_iters: int | None = None,
         solver: str | None = None,
         max_iters: int | None = None,
         tol: float | None = None,
         stop_mode: str | None = None,
         device: str | torch.device = "cpu",
-        rwr_full_first_frame: bool = True,
+        rwr_full_first_frame: bool = False,
+        sequential: bool = True,
+        seed: int = 0,
         **config_overrides: Any,
     ):
+        if "rwr_iters" in config_overrides:
+            raise TypeError(RWR_ITERS_RENAMED)
         weights = resolve_default_weights("ldeq", weights, custom_architecture=bool(config_overrides))
         self.weights = None if weights is None else str(weights)
         if weights is not None:
@@ -67,18 +84,21 @@ class LDEQModel(LandmarkModel):
         if tol is not None:
             mode = over.get("stop_mode", cfg.stop_mode)
             over["tol_abs" if mode == "abs" else "tol_rel"] = float(tol)
-        if rwr_iters is not None:
-            over["rwr_iters"] = int(rwr_iters)
+        if rwr_max_iters is not None:
+            over["rwr_max_iters"] = int(rwr_max_iters)
         cfg = cfg.with_overrides(**over) if over else cfg
         self.cfg = cfg
         self.rwr = bool(rwr)
         self.rwr_full_first_frame = bool(rwr_full_first_frame)
+        self.sequential = bool(sequential)
         self.scheme = {98: "wflw98", 68: "ibug68"}.get(cfg.num_landmarks, "")
         if not self.scheme:
             raise ValueError(
                 f"the harness model needs 98 (wflw98) or 68 (ibug68) landmarks, got num_landmarks={cfg.num_landmarks}"
             )
-        self.net = LDEQNet(cfg)
+        self.seed = int(seed)
+        with seeded_init(self.seed):
+            self.net = LDEQNet(cfg)
         if state_dict is not None:
             load_state_dict_strict(self.net, state_dict, source=str(weights))
         else:
@@ -94,9 +114,32 @@ class LDEQModel(LandmarkModel):
         """Only RwR carries state (the previous frame's equilibrium); a plain solve is per frame."""
         return self.rwr
 
+    def not_released(self) -> list[str]:
+        """The options in use that the released evaluation does not have (empty: the released behaviour)."""
+        out = []
+        if self.cfg.early_exit:
+            out.append("early exit")
+        if self.rwr and self.rwr_full_first_frame:
+            out.append("full first frame")
+        if self.cfg.stop_mode == "either":
+            out.append("stop either")
+        if not self.sequential:
+            out.append("batched")
+        return out
+
     def config(self) -> dict[str, Any]:
         d = self.cfg.to_dict()
-        d.update({"weights": self.weights, "rwr": self.rwr, "rwr_full_first_frame": self.rwr_full_first_frame})
+        d.update(
+            {
+                "weights": self.weights,
+                "rwr": self.rwr,
+                "rwr_full_first_frame": self.rwr_full_first_frame,
+                "sequential": self.sequential,
+            }
+        )
+        if self.weights is None:  # randomly initialised: the seed decides the network
+            d["seed"] = self.seed
+        d["label_tags"] = self.not_released()  # a report shows these next to the model's name
         return d
 
     @torch.no_grad()
@@ -112,12 +155,12 @@ class LDEQModel(LandmarkModel):
         p = next(self.net.parameters())
         x = imagenet_normalise(images.to(device=p.device, dtype=p.dtype))
         z0 = self.net.zeros(n)
-        budget = torch.full((n,), c.max_iters, dtype=torch.long, device=p.device)
+        budget = torch.full((n,), c.rwr_max_iters if self.rwr else c.max_iters, dtype=torch.long, device=p.device)
         if self.rwr:
             for i, s in enumerate(states):
-                if s is None:
-                    if not self.rwr_full_first_frame:
-                        budget[i] = c.rwr_iters
+                if s is None:  # a clip's first frame starts from zeros
+                    if self.rwr_full_first_frame:
+                        budget[i] = c.max_iters
                     continue
                 s = torch.as_tensor(s).to(device=p.device, dtype=p.dtype)
                 if tuple(s.shape) != tuple(z0.shape[1:]):
@@ -126,8 +169,7 @@ class LDEQModel(LandmarkModel):
                         "(states must be what this model returned for the previous frame)"
                     )
                 z0[i] = s
-                budget[i] = c.rwr_iters
-        out = self.net(x, z0=z0, max_iters=budget, differentiable=False)
+        out = self._run(x, z0, budget)
         heat = out["heatmaps"]
         landmarks = out["keypoints"] * images.shape[-1]
         return ModelOutput(
@@ -140,3 +182,23 @@ class LDEQModel(LandmarkModel):
             },
             heatmaps=heat[:, : c.num_landmarks],
         )
+
+    def _run(self, x: torch.Tensor, z0: torch.Tensor, budget: torch.Tensor) -> dict[str, Any]:
+        """The network on the batch: one call, or (``sequential``) one call per sample on one CPU thread."""
+        if not self.sequential:
+            return self.net(x, z0=z0, max_iters=budget, differentiable=False)
+        threads = torch.get_num_threads()
+        one_thread = x.device.type == "cpu" and threads != 1
+        if one_thread:
+            torch.set_num_threads(1)
+        try:
+            outs = [self.net(x[i : i + 1], z0=z0[i : i + 1], max_iters=budget[i : i + 1], differentiable=False)
+                    for i in range(x.shape[0])]  # fmt: skip
+        finally:
+            if one_thread:
+                torch.set_num_threads(threads)
+        return {k: torch.cat([o[k] for o in outs]) for k in _PER_SAMPLE}
+
+
+#: the per-sample entries of :meth:`LDEQNet.forward`'s output that :meth:`LDEQModel.predict` reads
+_PER_SAMPLE = ("keypoints", "heatmaps", "solver_iters", "cell_evals", "residual")

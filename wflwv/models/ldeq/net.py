@@ -6,25 +6,22 @@ where ``s`` is a small convolutional stem and ``sigma(z) = exp(beta (z - max_ij 
 ``1 / T``, the inverse temperature; the paper's T = 2.5 is beta = 0.4). Module and parameter names follow the
 released implementation so that its checkpoints load with ``strict=True``.
 
-Counting convention (used everywhere in this module): **one solver iteration = one cell evaluation**. The released
-inference runs a solver and then applies the cell once more; here the solver returns a *checked* iterate ``z*``
-together with ``f(z*)`` (the value it evaluated there), and ``f(z*)`` is the output heatmap -- the same number the
-released code gets by applying the cell again, without paying for the extra evaluation. So
-
-* fixed-point iteration with K evaluations outputs ``f^K(z0)``; the released ``fpi`` with ``max_iters = M`` then
-  one more evaluation is K = M + 1 (its solver result, ``f^M(z0)``, is our ``z_star``);
-* Anderson with K evaluations outputs ``f(x_best)`` for the lowest-residual iterate ``x_best`` among the K
-  evaluated ones; the released ``anderson`` with ``max_iters = M`` evaluates 2 + M iterates, so K = M + 2;
-* RwR with ``rwr_iters = B`` spends at most B cell evaluations per frame: the paper's / released default
-  ("1 solver iteration + 1 evaluation") is B = 2. A frame whose warm start already meets the tolerance at the
-  first check stops after 1 evaluation (the paper's "adaptive compute ... when two consecutive frames are almost
-  identical").
+Counting convention: ``max_iters`` counts solver iterations as the released code does (see
+:mod:`wflwv.models.solvers`). The solver answers with ``z*`` and the output heatmaps are ``f(z*)`` -- the released
+inference applies the cell once more after the solver. Fixed-point iteration with ``max_iters = M`` answers with
+``f^i(z0)`` once the tolerance is met at its i-th evaluation (i <= M), so the output is ``f^(i+1)(z0)``: i + 1 cell
+evaluations. Anderson answers with its best mixed iterate, whose f the solver has already computed, so its output
+costs no extra evaluation: at most M + 2 (x0, f(x0), M mixes). ``final_eval=False`` (the released
+``take_one_less_inference_step``) outputs ``z*`` itself; ``early_exit=True`` (not released) lets any evaluated
+iterate that meets the tolerance end the solve with the value computed there. Per sample the output dict reports
+``solver_iters`` (released iterations) and ``cell_evals`` (what was spent).
 
 Training (``net.train()`` with autograd on) differentiates through the equilibrium with ``grad_mode``:
 ``"implicit"`` (implicit function theorem; the backward pass solves ``y = J_f(z*)^T y + dL/df`` as a fixed point
 inside a gradient hook, memory independent of the number of solver iterations), ``"jfb"`` (Jacobian-free: the
 gradient of one cell application at ``z*``) or ``"unrolled"`` (back-propagation through the forward fixed-point
-iterations, memory grows with them). Those paths spend one extra, tracked, cell evaluation at ``z*``. The backward
+iterations, memory grows with them). The output is then one tracked cell evaluation at the solver's answer ``z*``
+(as the released training does; the solver skips its own final evaluation). The backward
 problem is linear in ``dL/df``, so it is solved for the per-sample unit-norm gradient and scaled back (solver
 constants such as Anderson's absolute ridge term then see unit-scale vectors; the backward tolerances apply to that
 scaled problem). ``backward_solver`` / ``backward_max_iters`` / ``backward_tol_rel`` default to the forward ones.
@@ -41,7 +38,7 @@ import torch.nn.functional as F
 
 from wflwv.models.ldeq.config import CELL_NORMS, GRAD_MODES, LDEQConfig
 from wflwv.models.ldeq.implicit import attach_implicit_backward, unrolled_forward
-from wflwv.models.solvers import SolverStats, get_solver, residuals
+from wflwv.models.solvers import SolverStats, residuals, solve
 
 __all__ = ["LDEQNet", "heatmaps_to_keypoints", "normalise_heatmaps"]
 
@@ -212,8 +209,10 @@ class LDEQNet(nn.Module):
     * ``heatmaps`` (N, Z, H, W): the output ``f(z*)`` -- the equilibrium heatmaps (differentiable in training);
     * ``z_star`` (N, Z, H, W): the same, detached -- what the released code calls ``z_star`` and what RwR carries
       to the next frame;
-    * ``z_solver`` (N, Z, H, W): the solver's returned iterate ``z*`` itself (``heatmaps = f(z_solver)``);
-    * ``solver_iters``, ``cell_evals`` (N,) int64; ``residual`` (N,) ``||f(z*) - z*|| / (||f(z*)|| + 1e-5)``;
+    * ``z_solver`` (N, Z, H, W): the solver's answer ``z*`` itself (``heatmaps = f(z_solver)``, or ``z_solver``
+      with ``final_eval=False``);
+    * ``solver_iters`` (N,) int64 solver iterations (released count), ``cell_evals`` (N,) int64 cell evaluations
+      spent; ``residual`` (N,) the solver's relative residual of ``z*`` (NaN when f was not evaluated there);
       ``converged`` (N,) bool; ``solver_stats``: the :class:`~wflwv.models.solvers.SolverStats`.
     """
 
@@ -273,27 +272,25 @@ class LDEQNet(nn.Module):
 
     # ---- solving
     def _solve(
-        self, feats: torch.Tensor, z0: torch.Tensor, max_iters, **solver_over
+        self, feats: torch.Tensor, z0: torch.Tensor, max_iters, inference: bool, **solver_over
     ) -> tuple[torch.Tensor, SolverStats]:
+        """The no-grad solve. Inference applies ``final_eval`` and ``early_exit``; training (the caller evaluates f
+        at the answer with autograd on) skips the final evaluation and iterates as released."""
         c = self.config
         name = solver_over.pop("solver", None) or c.solver
-        kw = dict(
-            max_iter=max_iters,
-            tol_rel=solver_over.pop("tol_rel", c.tol_rel),
-            tol_abs=solver_over.pop("tol_abs", c.tol_abs),
-            stop_mode=solver_over.pop("stop_mode", c.stop_mode),
-        )
+        kw = c.solver_kwargs(name)
+        for key in ("tol_rel", "tol_abs", "stop_mode", "early_exit"):
+            if key in solver_over:
+                kw[key] = solver_over.pop(key)
+        kw.setdefault("early_exit", inference and c.early_exit)
         if solver_over:
             raise TypeError(f"unknown solver override(s): {', '.join(solver_over)}")
-        cfg = c if name == c.solver else c.with_overrides(solver=name, return_best=None)
-        kw.update(cfg.solver_kwargs())
-        solver = get_solver(name)
 
         def f(z, idx):
             return self.cell(z, feats if idx.numel() == feats.shape[0] else feats[idx])
 
         with torch.no_grad():
-            return solver(f, z0, return_best=cfg.resolved_return_best(), pass_index=True, **kw)
+            return solve(f, z0, max_iter=max_iters, final_eval=inference and c.final_eval, pass_index=True, **kw)
 
     def forward(
         self,
@@ -310,11 +307,11 @@ class LDEQNet(nn.Module):
         Args:
             x: (N, 3, S, S) ImageNet-normalised RGB.
             z0: (N, Z, H, W) warm start (None: zeros).
-            max_iters: cell-evaluation cap of the solve, an int or per-sample (N,) (None: ``config.max_iters``).
+            max_iters: solver iterations, an int or per-sample (N,) (None: ``config.max_iters``).
             grad_mode: ``"implicit" | "jfb" | "unrolled"`` for the differentiable path (None: config).
             differentiable: force (True) or skip (False) the differentiable path; None = ``self.training`` and
                 autograd enabled.
-            solver_overrides: ``solver``, ``tol_rel``, ``tol_abs``, ``stop_mode`` for this call.
+            solver_overrides: ``solver``, ``tol_rel``, ``tol_abs``, ``stop_mode``, ``early_exit`` for this call.
         Returns:
             the dict described in the class docstring.
         """
@@ -339,31 +336,23 @@ class LDEQNet(nn.Module):
 
         if diff and gm == "unrolled":
             heat, z_prev, iters, rel, conv = unrolled_forward(self, feats, z0, max_iters, **solver_overrides)
-            return self._outputs(heat, z_prev, iters, iters.clone(), rel, conv, None)
+            return self._outputs(heat, z_prev, iters, iters + 1, rel, conv, None)
 
-        z_star, stats = self._solve(feats, z0, max_iters, **solver_overrides)
-        iters = stats.iterations.clone()
-        if diff:
+        z_star, stats = self._solve(feats, z0, max_iters, inference=not diff, **solver_overrides)
+        cell_evals, rel = stats.evaluations.clone(), stats.rel_residual.clone()
+        if diff:  # one tracked evaluation at the answer carries the gradient
             zs = z_star.detach()
             if gm == "implicit":
                 zs = zs.requires_grad_()
             heat = self.cell(zs, feats)
             if gm == "implicit":
                 attach_implicit_backward(self, heat, zs)
-            cell_evals = iters + 1
+            cell_evals += 1
             with torch.no_grad():
-                _, rel = residuals(heat.detach(), z_star)
+                rel = residuals(heat.detach(), z_star)[1]
         else:
-            heat = stats.f_star
-            cell_evals = iters.clone()
-            missing = iters == 0  # rows with a zero budget: evaluate once
-            if bool(missing.any()):
-                with torch.no_grad():
-                    heat = heat.clone()
-                    heat[missing] = self.cell(z_star[missing], feats[missing]).to(heat.dtype)
-                cell_evals[missing] = 1
-            _, rel = residuals(heat, z_star)
-        return self._outputs(heat, z_star, iters, cell_evals, rel, stats.converged.clone(), stats)
+            heat = stats.f_star if c.final_eval else z_star
+        return self._outputs(heat, z_star, stats.iterations.clone(), cell_evals, rel, stats.converged.clone(), stats)
 
     def _outputs(self, heat, z_solver, iters, cell_evals, residual, converged, stats) -> dict[str, Any]:
         """The dict :meth:`forward` returns (see the class docstring), from the output heatmaps ``heat = f(z*)``."""
