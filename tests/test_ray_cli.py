@@ -206,8 +206,12 @@ def test_driver_killed_mid_run_resumes_to_the_same_numbers(weights, tmp_path, ma
     _sweep(marked_env["WFLWV_TEST_MARK"])  # the Ray it started dies with it (or is ended here)
     done = {p.stem for p in (out / "clips").glob("*.json")}
     assert 2 <= len(done) < 6
-    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "no half-written files"
+    for rec in (out / "clips").glob("*.json"):  # every finished file is whole (writes are atomic)
+        assert json.loads(rec.read_text())["video_id"] == rec.stem
+        RunDir(out).load_predictions(rec.stem)
     _bench(marked_env, model, data, out, "--workers", "2")  # the same command again: resumes
+    stray = [p for p in out.rglob("*") if p.name.startswith(".") and not p.name.startswith(".wflwv.lock")]
+    assert not stray, "temporaries of writes the SIGKILL interrupted are cleared by the next run"
     _bench(marked_env, model, data, tmp_path / "calm")
     _assert_same_runs(tmp_path / "calm", out, data)
 
@@ -244,7 +248,6 @@ def _dataset_files(out: Path) -> dict[str, bytes]:
         and p.name not in ("build.json", "manifest.csv", "manifest.parquet")
     }
     csv, pq = pd.read_csv(out / "manifest.csv"), pd.read_parquet(out / "manifest.parquet")
-    assert csv["retrieved"].notna().all()
     files["manifest.csv (results)"] = (
         csv.drop(columns="retrieved").to_csv(index=False).replace(str(out), "OUT").encode()
     )

@@ -286,6 +286,9 @@ def run_benchmark(
         for sub in ("clips", "predictions"):
             shutil.rmtree(run.path / sub, ignore_errors=True)
         previous = None
+    for sub in ("clips", "predictions"):  # temporaries of writes a killed run left behind (we hold the lock)
+        for tmp in (run.path / sub).glob(".*"):
+            tmp.unlink(missing_ok=True)
     known_filters = {f["label"]: f for f in (previous or {}).get("filters", [])}
     for s in filters:
         known_filters[s.label] = {"label": s.label, "name": s.name, "params": dict(s.params)}
