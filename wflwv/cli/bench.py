@@ -12,7 +12,6 @@ import click
 from wflwv.benchmark.cluster import ClusterError, import_ray
 from wflwv.benchmark.engines import RayEngine
 from wflwv.benchmark.harness import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError, RunLockedError, run_benchmark
-from wflwv.build.floor import floor_dominates, format_floor
 from wflwv.cli.common import demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
@@ -64,6 +63,8 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
         click.echo("model statistics, mean per frame: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
     floor = summary.get("label_floor")
     if floor:
+        from wflwv.build.floor import floor_dominates, format_floor  # imports the synthesis code: only when needed
+
         click.echo(format_floor(floor))
         near = [lb for lb in labels if floor_dominates(summary["sets"][lb]["splits"]["all"].get("nmf"), floor)]
         if near:
