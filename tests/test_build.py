@@ -281,8 +281,11 @@ def test_build_real_face_from_local_file(face_site, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_build_from_ids_over_http(face_site, tmp_path):
+@pytest.mark.parametrize("engine", [[], ["--workers", "2", "--engine", "ray"]], ids=["in-process", "ray"])
+def test_cli_build_from_ids_over_http(face_site, tmp_path, engine):
     _needs_dlib()
+    if engine:
+        pytest.importorskip("ray")
     from click.testing import CliRunner
 
     from wflwv.cli.build import build
@@ -292,7 +295,7 @@ def test_cli_build_from_ids_over_http(face_site, tmp_path):
     ids.write_text("graceHopper 7 26\nmissingVid1 0 30\n")
     out = tmp_path / "ds"
     args = ["--out", str(out), "--ids", str(ids), "--url-template", base + "/{id}.mp4", "--sleep", "0", "--retries", "1",
-            "--tta", "flip", "--quiet", "--previews", "0", "--floor-stills", "0"]  # fmt: skip
+            "--tta", "flip", "--quiet", "--previews", "0", "--floor-stills", "0", *engine]  # fmt: skip
     res = CliRunner().invoke(build, args)
     assert res.exit_code == 0, res.output
     assert "1 kept" in res.output and "HTTP Error 404" in res.output
@@ -354,7 +357,7 @@ def _synth_config(src: Path, out: Path, tta: str = "flip", **kw) -> B.BuildConfi
 def test_build_synthetic_layout_manifest_and_splits(synth_sources, tmp_path):
     _needs_dlib()
     out = tmp_path / "ds"
-    s = B.build_dataset(_synth_config(synth_sources, out, workers=2))
+    s = B.build_dataset(_synth_config(synth_sources, out, workers=2, engine="processes"))
     man = pd.read_parquet(out / "manifest.parquet")
     clips = man[man["clip_id"] != ""]
     assert sorted(clips["clip_id"]) == ["oneshot_000000", "oneshot_000015", "twoshots_000000", "twoshots_000021"]
