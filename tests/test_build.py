@@ -253,7 +253,7 @@ def test_build_real_face_from_local_file(face_site, tmp_path):
     root_site, _ = face_site
     out = tmp_path / "ds"
     cfg = B.BuildConfig(out=out, local=[root_site / "graceHopper.mp4"], window=2.0, detector="hog", tta="flip",
-                        max_clips_per_video=2, hard_k=1, easy_k=1, progress=False)  # fmt: skip
+                        max_clips_per_video=2, hard_k=1, easy_k=1, progress=False, floor_stills=0)  # fmt: skip
     s = B.build_dataset(cfg)
     assert s.scheme == "ibug68" and s.counts["kept"] == 2 and len(s.hard) == len(s.easy) == 1
     ds = WFLWVDataset(out)
@@ -281,8 +281,11 @@ def test_build_real_face_from_local_file(face_site, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_build_from_ids_over_http(face_site, tmp_path):
+@pytest.mark.parametrize("engine", [[], ["--workers", "2", "--engine", "ray"]], ids=["in-process", "ray"])
+def test_cli_build_from_ids_over_http(face_site, tmp_path, engine):
     _needs_dlib()
+    if engine:
+        pytest.importorskip("ray")
     from click.testing import CliRunner
 
     from wflwv.cli.build import build
@@ -292,7 +295,7 @@ def test_cli_build_from_ids_over_http(face_site, tmp_path):
     ids.write_text("graceHopper 7 26\nmissingVid1 0 30\n")
     out = tmp_path / "ds"
     args = ["--out", str(out), "--ids", str(ids), "--url-template", base + "/{id}.mp4", "--sleep", "0", "--retries", "1",
-            "--tta", "flip", "--quiet", "--previews", "0"]  # fmt: skip
+            "--tta", "flip", "--quiet", "--previews", "0", "--floor-stills", "0", *engine]  # fmt: skip
     res = CliRunner().invoke(build, args)
     assert res.exit_code == 0, res.output
     assert "1 kept" in res.output and "HTTP Error 404" in res.output
@@ -345,6 +348,7 @@ def synth_sources(tmp_path_factory):
 
 
 def _synth_config(src: Path, out: Path, tta: str = "flip", **kw) -> B.BuildConfig:
+    kw.setdefault("floor_stills", 0)  # the label floor has its own tests (test_label_floor.py)
     return B.BuildConfig(out=out, local=[src], window=1.5, detector="sidecar", tta=tta, min_face=20, hard_k=1,
                          easy_k=2, previews=0, progress=False, **kw)  # fmt: skip
 
@@ -353,7 +357,7 @@ def _synth_config(src: Path, out: Path, tta: str = "flip", **kw) -> B.BuildConfi
 def test_build_synthetic_layout_manifest_and_splits(synth_sources, tmp_path):
     _needs_dlib()
     out = tmp_path / "ds"
-    s = B.build_dataset(_synth_config(synth_sources, out, workers=2))
+    s = B.build_dataset(_synth_config(synth_sources, out, workers=2, engine="processes"))
     man = pd.read_parquet(out / "manifest.parquet")
     clips = man[man["clip_id"] != ""]
     assert sorted(clips["clip_id"]) == ["oneshot_000000", "oneshot_000015", "twoshots_000000", "twoshots_000021"]
@@ -457,7 +461,8 @@ def test_a_registered_network_serves_as_an_oracle_member(face_site, tmp_path):
     root_site, _ = face_site
     out = tmp_path / "ds"
     cfg = B.BuildConfig(out=out, local=[root_site / "graceHopper.mp4"], window=2.0, detector="hog", tta="none",
-                        members=["dlib68", "unet"], max_clips_per_video=1, hard_k=1, easy_k=0, progress=False)  # fmt: skip
+                        members=["dlib68", "unet"], max_clips_per_video=1, hard_k=1, easy_k=0, progress=False,
+                        floor_stills=0)  # fmt: skip
     s = B.build_dataset(cfg)
     assert s.counts["kept"] == 1
     man = pd.read_parquet(out / "manifest.parquet")

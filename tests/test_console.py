@@ -50,7 +50,12 @@ def test_progress_bars_stay_out_of_logs(synth_root, tmp_path):
     assert "\r" not in res.output and "100%" not in res.output
 
 
-def test_shipped_weights_notice_once_on_its_own_line(synth_root68, tmp_path):
+def test_shipped_weights_notice_once_on_its_own_line(synth_root68, tmp_path, monkeypatch):
+    from wflwv.models import checkpoints
+
+    monkeypatch.setattr(
+        checkpoints, "_NOTICED", set()
+    )  # the notice is once per process: earlier tests may have shown it
     res = CliRunner().invoke(
         cli, ["bench", "--model", "unet", "--data", str(synth_root68), "--out", str(tmp_path / "r"), "--quiet"]
     )

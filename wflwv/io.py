@@ -138,7 +138,7 @@ def cache_dir() -> Path:
     return Path(base) / "wflwv"
 
 
-_PACKAGES = ("wflwv", "torch", "timm", "numpy", "scipy", "pandas", "opencv-python-headless", "yt-dlp")
+_PACKAGES = ("wflwv", "torch", "timm", "numpy", "scipy", "pandas", "opencv-python-headless", "yt-dlp", "ray")
 
 
 def _git_state() -> dict[str, Any]:

@@ -65,6 +65,7 @@ class Dlib68Model(LandmarkModel):
     """dlib's 68-point shape predictor (iBUG-300W) on the crop's face rectangle; an offline oracle member."""
 
     scheme = "ibug68"
+    stateful = False
 
     def __init__(self, weights: str | None = None, upsample: int = 2):
         """
@@ -74,7 +75,7 @@ class Dlib68Model(LandmarkModel):
                 half-pixel landmark positions in the crop.
         """
         try:
-            import dlib
+            import dlib  # noqa: F401  (here for the message; _load uses it)
         except ImportError as exc:
             raise RuntimeError("the dlib68 model needs dlib: pip install dlib-bin face-recognition-models") from exc
         path = Path(weights) if weights else dlib_predictor_path()
@@ -84,6 +85,12 @@ class Dlib68Model(LandmarkModel):
             raise ValueError(f"upsample must be a positive integer, got {upsample}")
         self.weights = str(path)
         self.upsample = int(upsample)
+        self._load()
+
+    def _load(self) -> None:
+        import dlib
+
+        path = Path(self.weights)
         key = str(path.resolve())
         if key not in _PREDICTORS:  # loading the 100 MB model takes most of a second: once per process
             try:
@@ -104,6 +111,15 @@ class Dlib68Model(LandmarkModel):
         u = self.upsample
         left, top, right, bottom = (int(round((v + 0.5) * u - 0.5)) for v in DLIB_RECT_IN_CROP)
         self._rect = dlib.rectangle(left, top, right, bottom)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # sent to another process (Ray workers) as the path of its weights, not 100 MB of predictor: the
+        # receiving process loads the file (which must exist there) once
+        return {k: v for k, v in self.__dict__.items() if k not in ("_predictor", "_rect")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._load()
 
     def predict(self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]) -> ModelOutput:
         """(N, 3, 256, 256) RGB [0, 1] crops -> (N, 68, 2) crop-pixel landmarks."""

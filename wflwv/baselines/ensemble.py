@@ -219,6 +219,11 @@ class OracleEnsemble(LandmarkModel):
         #: (V, N, K, 2) every vote (member-major, then TTA variant) of the last batch, in original crop pixels
         self.last_votes: np.ndarray | None = None
 
+    @property
+    def stateful(self) -> bool:
+        """Stateless when every member is (then the harness may batch a clip's frames)."""
+        return any(getattr(m, "stateful", True) for m in self.members)
+
     # ------------------------------------------------------------------------------------------ helpers
     def to(self, device: str | torch.device) -> OracleEnsemble:
         self.device = torch.device(device)

@@ -90,6 +90,8 @@ def _check_scheme(scheme: str | None, num_landmarks: int) -> None:
 class HeatmapLandmarkModel(LandmarkModel):
     """A baseline heatmap network as a harness model (stateless; returns landmarks and heatmaps)."""
 
+    stateful = False
+
     def __init__(self, arch: str, net: nn.Module, config: Any, scheme: str | None, weights: str | None = None):
         """
         Args:

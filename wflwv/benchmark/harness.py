@@ -1,17 +1,20 @@
 """The benchmark harness: run any :class:`~wflwv.models.LandmarkModel` over WFLW-V clips and score it.
 
-For each clip the harness decodes the video, crops every frame with the protocol, runs the model over the frames
-in order carrying the model's per-clip state, maps predictions back to frame pixels, scores them in the dataset's
-landmark scheme (a 98-point model on 68-point data: its predictions converted) or, when the model has fewer points
-than the data (a 68-point model on 98-point data), in the model's scheme with the ground truth converted (run.json
-records the ``scoring_scheme``), and records per-clip metrics, predictions and per-frame model statistics in the
-run folder (:mod:`wflwv.benchmark.results`). ``batch_videos`` clips are
-processed together, frame t of each in one batch. Filters (:mod:`wflwv.filters`) are post-processing of the
-saved predictions, so adding filter settings to a finished run does not run the model again.
+For each clip the model pass (:mod:`wflwv.benchmark.inference`) decodes the video, crops every frame with the
+protocol, runs the model over the frames (in order, carrying the model's per-clip state, for a stateful model; in
+batches of ``frame_batch`` frames for a stateless one) and maps predictions back to frame pixels. The harness then
+scores them in the dataset's landmark scheme (a 98-point model on 68-point data: its predictions converted) or,
+when the model has fewer points than the data (a 68-point model on 98-point data), in the model's scheme with the
+ground truth converted (run.json records the ``scoring_scheme``), and records per-clip metrics, predictions and
+per-frame model statistics in the run folder (:mod:`wflwv.benchmark.results`).
+``batch_videos`` clips are processed together. Where the model pass runs is the engine's business
+(:mod:`wflwv.benchmark.engines`: this process, or Ray workers); scoring and writing happen here, in this process
+only. Filters (:mod:`wflwv.filters`) are post-processing of the saved predictions, so adding filter settings to a
+finished run does not run the model again.
 
 A clip that fails (unreadable video, annotations of the wrong length, NaN predictions, ...) is recorded with its
-reason and the run goes on. Re-running into the same folder skips finished clips; clips that failed are tried
-again.
+reason and the run goes on. Re-running into the same folder skips finished clips (whichever engine wrote them);
+clips that failed are tried again.
 """
 
 from __future__ import annotations
@@ -19,10 +22,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-import traceback
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,13 @@ import torch
 from tqdm.auto import tqdm
 
 from wflwv.benchmark import metrics as M
+from wflwv.benchmark.engines import BenchJob, Engine, InProcessEngine
+from wflwv.benchmark.inference import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError, ClipOutcome, is_stateful
 from wflwv.benchmark.results import UNFILTERED, RunDir, RunLockedError, holding_run_lock
 from wflwv.filters import FilterSetting, apply_filter
 from wflwv.io import provenance
-from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, resolve_device
-from wflwv.protocol.crop import apply_affine
-from wflwv.protocol.layout import Clip, ClipCrops, DatasetError, WFLWVDataset, decode_crops
+from wflwv.models.api import LandmarkModel, resolve_device
+from wflwv.protocol.layout import DatasetError, WFLWVDataset
 from wflwv.schemes import LandmarkScheme, convert_landmarks, get_scheme
 
 __all__ = [
@@ -48,15 +49,13 @@ __all__ = [
     "evaluate_set",
     "summarise",
     "rescore",
+    "DEFAULT_FRAME_BATCH",
+    "PRECISIONS",
 ]
 
 #: bump when the meaning of stored results changes (a resumed run refuses results of another version)
 RESULTS_VERSION = 1
 FR_THRESHOLDS = (0.10, 0.08)
-
-
-class BenchError(RuntimeError):
-    """A problem with the whole run (not one clip): bad device, incompatible output folder, scheme mismatch."""
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -161,105 +160,42 @@ def evaluate_set(
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# the model pass
-@dataclass
-class _Loaded:
-    clip: Clip
-    crops: ClipCrops
-
-
-@dataclass
-class _Active:
-    loaded: _Loaded
-    state: Any = None
-    preds: list[np.ndarray] = field(default_factory=list)
-    stats: dict[str, list[float]] = field(default_factory=dict)
-    error: str | None = None
-
-
-def _load(dataset: WFLWVDataset, vid: str) -> _Loaded:
-    clip = dataset.load(vid)
-    return _Loaded(clip, decode_crops(clip, CROP_SIZE))
-
-
-def _run_batch(
-    model: LandmarkModel,
-    batch: list[_Loaded],
-    device: torch.device,
+# the model pass (in an engine) and the per-clip results (here, on the driver)
+def _finish_clip(
+    run: RunDir,
+    o: ClipOutcome,
     dataset: WFLWVDataset,
     model_scheme: LandmarkScheme,
-) -> list[_Active]:
-    """Run the model over a group of clips, frame t of each clip in one batch; per-sample failures drop out."""
-    active = [_Active(b) for b in batch]
-    t_max = max(b.clip.num_frames for b in batch)
-    for t in range(t_max):
-        live = [a for a in active if a.error is None and t < a.loaded.clip.num_frames]
-        if not live:
-            break
-        imgs = np.stack([a.loaded.crops.crops[t] for a in live])
-        x = torch.from_numpy(imgs).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-        infos = [
-            FrameInfo(
-                video_id=a.loaded.clip.video_id,
-                frame_index=t,
-                num_frames=a.loaded.clip.num_frames,
-                fps=a.loaded.crops.fps,
-                crop_to_frame=a.loaded.crops.crop_to_frame[t],
-                dataset_root=dataset.root,
-            )
-            for a in live
-        ]
-        with torch.inference_mode():
-            out = model.predict(x, [a.state for a in live], infos)
-        lm = out.landmarks_numpy()
-        if lm.shape != (len(live), model_scheme.num_points, 2):
-            raise BenchError(
-                f"model {model.name or type(model).__name__} returned landmarks of shape {lm.shape}; expected "
-                f"({len(live)}, {model_scheme.num_points}, 2) for its scheme {model_scheme.name}"
-            )
-        if len(out.states) != len(live):
-            raise BenchError(f"model returned {len(out.states)} states for a batch of {len(live)}")
-        stats = out.stats_numpy()
-        for i, a in enumerate(live):
-            if not np.isfinite(lm[i]).all():
-                a.error = f"model returned non-finite landmarks (NaN/inf) at frame {t}"
-                continue
-            a.state = out.states[i]
-            a.preds.append(apply_affine(lm[i], a.loaded.crops.crop_to_frame[t]))
-            for k, v in stats.items():
-                a.stats.setdefault(k, []).append(float(v[i]))
-    return active
-
-
-def _finish_clip(
-    run: RunDir, a: _Active, model_scheme: LandmarkScheme, data_scheme: LandmarkScheme, norm: str, score: LandmarkScheme
+    data_scheme: LandmarkScheme,
+    norm: str,
+    score: LandmarkScheme,
 ) -> dict[str, Any]:
-    clip = a.loaded.clip
     rec: dict[str, Any] = {
-        "video_id": clip.video_id,
-        "split": clip.split,
-        "frames": clip.num_frames,
-        "fps": a.loaded.crops.fps,
+        "video_id": o.video_id,
+        "split": o.split or dataset.split_of(o.video_id),
+        "frames": o.frames,
+        "fps": o.fps,
         "status": "failed",
-        "error": a.error,
+        "error": o.error,
     }
-    if a.error is None:
-        pred = convert_landmarks(np.stack(a.preds), model_scheme, score)
-        gt = convert_landmarks(clip.landmarks, data_scheme, score)
+    if o.error is None:
+        try:
+            gt = (o.clip or dataset.load(o.video_id)).landmarks
+        except DatasetError as exc:
+            rec["error"] = str(exc)
+            run.write_clip(rec)
+            return rec
+        pred = convert_landmarks(o.landmarks, model_scheme, score)
+        gt = convert_landmarks(gt, data_scheme, score)
         metrics, nme_frames = score_clip(pred, gt, score, norm)
         rec.update(status="ok", **metrics)
-        stats = {f"stat_{k}": np.asarray(v) for k, v in a.stats.items()}
+        stats = {f"stat_{k}": np.asarray(v) for k, v in o.stats.items()}
         for k, v in stats.items():
             rec[f"{k}_mean"] = float(v.mean())
         run.write_clip(rec, landmarks=pred, nme_frames=nme_frames, **stats)
     else:
         run.write_clip(rec)
     return rec
-
-
-def _failed_record(vid: str, split: str, exc: BaseException) -> dict[str, Any]:
-    msg = str(exc) if isinstance(exc, (DatasetError, BenchError)) else f"{type(exc).__name__}: {exc}"
-    return {"video_id": vid, "split": split, "frames": 0, "fps": float("nan"), "status": "failed", "error": msg}
 
 
 def _model_identity(model: LandmarkModel, model_spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -280,11 +216,14 @@ def run_benchmark(
     split: str = "all",
     device: str | torch.device | None = "auto",
     batch_videos: int = 1,
+    frame_batch: int = DEFAULT_FRAME_BATCH,
+    precision: str = "fp32",
     filters: Iterable[Any] = (),
     norm: str = "inter-ocular",
     model_spec: dict[str, Any] | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Bench ``model`` on a dataset and write the run folder ``out``; returns the summary.
 
@@ -293,22 +232,30 @@ def run_benchmark(
             matter at the CLI).
         data: a dataset folder in the official layout (or an opened :class:`WFLWVDataset`).
         split: ``hard``, ``easy``, ``all`` or a file of IDs.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
-        batch_videos: clips processed together (frame t of each in one model call); results do not change.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``... (with a Ray engine: resolved on each worker).
+        batch_videos: clips processed together (frame t of each in one batch for a stateful model; one stream
+            of frames for a stateless one); results do not change.
+        frame_batch: frames per model call for a stateless model (``model.stateful`` False); results do not
+            change. Stateful models always see one frame per clip per call.
+        precision: ``fp32`` (default), ``bf16`` or ``fp16``: ``predict`` under ``torch.autocast``. Part of the
+            run's identity (another precision is another run).
         filters: filter settings (:func:`wflwv.filters.parse_filter_option`) scored on the saved predictions.
         norm: NME normaliser: ``inter-ocular`` (default), ``inter-pupil`` or ``box-diagonal``.
         model_spec: how the model was asked for (``{"name": ..., "args": {...}}``), recorded for provenance.
         overwrite: accept an output folder holding results of another configuration (they are discarded).
+        engine: where the model runs (:mod:`wflwv.benchmark.engines`): in this process (default) or on Ray
+            workers. Results and the run folder are the same either way; only this process writes the folder.
     Raises:
         RunLockedError: another process is writing into ``out`` (nothing is read or written here then).
     """
     if batch_videos < 1:
         raise BenchError(f"batch_videos must be >= 1, got {batch_videos}")
+    if frame_batch < 1:
+        raise BenchError(f"frame_batch must be >= 1, got {frame_batch}")
+    if precision not in PRECISIONS:
+        raise BenchError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     dataset = data if isinstance(data, WFLWVDataset) else WFLWVDataset(data)
-    try:
-        dev = resolve_device(device)
-    except ValueError as exc:
-        raise BenchError(str(exc)) from None
+    engine = engine or InProcessEngine()
     data_scheme = dataset.scheme
     model_scheme = get_scheme(model.scheme) if model.scheme is not None else data_scheme
     score = _scoring_scheme(model, model_scheme, dataset)
@@ -327,79 +274,82 @@ def run_benchmark(
         },
         "norm": norm,
     }
+    if precision != "fp32":  # fp32 runs keep the identity they had before precision modes existed
+        identity["precision"] = precision
     previous = run.read_run()
     if previous is not None and previous.get("identity") != identity:
         if not overwrite:
             raise BenchError(
-                f"{run.path} holds results of a different configuration (model, its arguments, dataset or normaliser "
-                "differ); choose another --out, or pass --overwrite to discard them"
+                f"{run.path} holds results of a different configuration (model, its arguments, dataset, normaliser "
+                "or precision differ); choose another --out, or pass --overwrite to discard them"
             )
         for sub in ("clips", "predictions"):
             shutil.rmtree(run.path / sub, ignore_errors=True)
         previous = None
+    for sub in ("clips", "predictions"):  # temporaries of writes a killed run left behind (we hold the lock)
+        for tmp in (run.path / sub).glob(".*"):
+            tmp.unlink(missing_ok=True)
     known_filters = {f["label"]: f for f in (previous or {}).get("filters", [])}
     for s in filters:
         known_filters[s.label] = {"label": s.label, "name": s.name, "params": dict(s.params)}
-    run.write_run(
-        {
-            "identity": identity,
-            "config": {"split": split, "device": str(dev), "batch_videos": batch_videos},
-            "filters": list(known_filters.values()),
-            "scoring_scheme": score.name,
-            "provenance": provenance(),
-        }
-    )
-    model.to(dev)
 
     todo = [v for v in video_ids if not run.finished(v)]
-    skipped = len(video_ids) - len(todo)
+    job = BenchJob(
+        model,
+        dataset,
+        model_scheme.name,
+        device=str(device) if device is not None else "auto",
+        frame_batch=frame_batch,
+        precision=precision,
+        video_ids=todo,
+    )
+    config = {
+        "split": split,
+        "batch_videos": batch_videos,
+        "frame_batch": frame_batch,
+        "precision": precision,
+        "stateful": is_stateful(model),
+    }
+    try:
+        engine_info = engine.start(job) if todo else engine.describe()
+        run.write_run(
+            {
+                "identity": identity,
+                "config": {**config, "device": engine_info.get("device", str(device))},
+                "engine": engine_info,
+                "filters": list(known_filters.values()),
+                "scoring_scheme": score.name,
+                "provenance": provenance(),
+            }
+        )
+        _model_pass(
+            run, engine, dataset, todo, len(video_ids), batch_videos, model_scheme, score, norm, identity, progress
+        )
+    finally:
+        engine.close()
+    return rescore(run, dataset, video_ids, [None] + [_setting_from_dict(f) for f in known_filters.values()], norm)
+
+
+def _model_pass(run, engine, dataset, todo, total, batch_videos, model_scheme, score, norm, identity, progress) -> None:
+    """Feed the engine groups of unfinished clips and write each clip's results as they come back."""
     bar = tqdm(
-        total=len(video_ids),
-        initial=skipped,
+        total=total,
+        initial=total - len(todo),
         unit="clip",
         desc=f"bench {identity['model']['name']}",
         disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
     )
     t0, frames_done = time.time(), 0
     groups = [todo[i : i + batch_videos] for i in range(0, len(todo), batch_videos)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending: list[Future] = [pool.submit(_load, dataset, v) for v in groups[0]] if groups else []
-        for gi, group in enumerate(groups):
-            futures = pending
-            pending = [pool.submit(_load, dataset, v) for v in groups[gi + 1]] if gi + 1 < len(groups) else []
-            loaded: list[_Loaded] = []
-            for vid, fut in zip(group, futures):
-                try:
-                    loaded.append(fut.result())
-                except Exception as exc:
-                    run.write_clip(_failed_record(vid, dataset.split_of(vid), exc))
-                    bar.update(1)
-            if not loaded:
-                continue
-            try:
-                results = _run_batch(model, loaded, dev, dataset, model_scheme)
-            except BenchError:
-                raise
-            except Exception as exc:
-                if len(loaded) > 1:  # find which clip breaks the model: run them one at a time
-                    results = []
-                    for item in loaded:
-                        try:
-                            results.extend(_run_batch(model, [item], dev, dataset, model_scheme))
-                        except BenchError:
-                            raise
-                        except Exception as exc1:
-                            results.append(_Active(item, error=f"model raised {type(exc1).__name__}: {exc1}"))
-                else:
-                    tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                    results = [_Active(loaded[0], error=f"model raised {tb}")]
-            for a in results:
-                rec = _finish_clip(run, a, model_scheme, data_scheme, norm, score)
+    try:
+        for outcomes in engine.run(groups) if groups else ():
+            for o in outcomes:
+                rec = _finish_clip(run, o, dataset, model_scheme, dataset.scheme, norm, score)
                 frames_done += rec["frames"] if rec["status"] == "ok" else 0
                 bar.set_postfix(fps=f"{frames_done / max(time.time() - t0, 1e-9):.1f}", refresh=False)
                 bar.update(1)  # one redraw per clip, with the new rate
-    bar.close()
-    return rescore(run, dataset, video_ids, [None] + [_setting_from_dict(f) for f in known_filters.values()], norm)
+    finally:
+        bar.close()
 
 
 def _scoring_scheme(model: LandmarkModel, model_scheme: LandmarkScheme, dataset: WFLWVDataset) -> LandmarkScheme:
@@ -436,5 +386,7 @@ def rescore(
         label = UNFILTERED if s is None else s.label
         sets[label] = {"filter": None if s is None else {"name": s.name, "params": dict(s.params)}, "splits": splits}
     summary = {**(run.read_run() or {}), "sets": sets}
+    if dataset.info.get("label_floor") is not None:  # the labels' own flicker (wflwv.build.floor), for the report
+        summary["label_floor"] = dataset.info["label_floor"]
     run.write_tables(all_rows, summary)
     return summary

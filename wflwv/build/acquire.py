@@ -61,6 +61,7 @@ __all__ = [
     "safe_source_id",
     "local_sources",
     "acquire_ranges",
+    "fetch_range_job",
     "acquire_search",
     "DownloadArchive",
     "FailureLog",
@@ -605,46 +606,87 @@ def _fetch_range(dl: Downloader, rng: ClipRange, sid: str, work: Path, info: dic
     )
 
 
+#: one Downloader per process and set of options (its pacing state lives across the fetches of a worker)
+_DOWNLOADERS: dict[str, Downloader] = {}
+
+
+def fetch_range_job(
+    options: DownloadOptions, rng: ClipRange, sid: str, work: str | Path
+) -> SourceRecord | AcquireError:
+    """Fetch one range in any process (a Ray task): the record, or the :class:`AcquireError` that stopped it.
+
+    The caller keeps the books (archive, failure log, record file), so this writes only the media file.
+    """
+    key = repr(options)
+    if key not in _DOWNLOADERS:
+        _DOWNLOADERS[key] = Downloader(options)
+    try:
+        return _fetch_range(_DOWNLOADERS[key], rng, sid, Path(work))
+    except AcquireError as exc:
+        return exc
+
+
 def acquire_ranges(
     ranges: Sequence[ClipRange],
     work: str | Path,
     downloader: Downloader,
     retry_failed: bool = False,
     progress: Callable[[Iterable], Iterable] | None = None,
+    parallel: Callable[[list[tuple[ClipRange, str]], Callable[[int, Any], None]], None] | None = None,
 ) -> AcquireResult:
     """Fetch every clip range (or whole video) into ``WORK/sources`` (see the module docstring).
 
     Args:
         retry_failed: also retry sources that failed permanently in an earlier run.
         progress: wraps the iteration (e.g. ``tqdm``).
+        parallel: fetch elsewhere (Ray tasks): ``parallel(jobs, on_result)`` runs :func:`fetch_range_job` for
+            every ``(range, source ID)`` of ``jobs`` and calls ``on_result(index, record or AcquireError)`` in this
+            process as each one finishes, so the books are kept here and an interrupted run resumes.
     """
     work = Path(work)
     archive = DownloadArchive(work / "download_archive.txt")
     failures = FailureLog(work / "acquire_failures.json")
     result = AcquireResult()
     items = list(zip(ranges, _source_ids(ranges)))
-    for rng, sid in progress(items) if progress else items:
+    outcome: list[SourceRecord | SourceProblem | None] = [None] * len(items)
+    todo = []
+    for k, (rng, sid) in enumerate(items):
         done = _load_done(work, sid)
         if done is not None and rng.key in archive:
-            result.records.append(done)
+            outcome[k] = done
             result.skipped += 1
             continue
         prior = failures.permanent(rng.key)
         if prior and not retry_failed:
-            result.problems.append(
-                SourceProblem(sid, "failed", prior["error"], video_id=rng.video_id, origin="youtube")
-            )
+            outcome[k] = SourceProblem(sid, "failed", prior["error"], video_id=rng.video_id, origin="youtube")
             continue
-        try:
-            rec = _fetch_range(downloader, rng, sid, work)
-        except AcquireError as exc:
-            failures.record(rng.key, video_id=rng.video_id, error=str(exc), permanent=exc.permanent)
-            result.problems.append(SourceProblem(sid, "failed", str(exc), video_id=rng.video_id, origin="youtube"))
-            continue
-        write_json(work / "sources" / f"{sid}.json", rec.to_dict())
+        todo.append(k)
+
+    def settle(k: int, got: SourceRecord | AcquireError) -> None:
+        rng, sid = items[k]
+        if isinstance(got, AcquireError):
+            failures.record(rng.key, video_id=rng.video_id, error=str(got), permanent=got.permanent)
+            outcome[k] = SourceProblem(sid, "failed", str(got), video_id=rng.video_id, origin="youtube")
+            return
+        write_json(work / "sources" / f"{sid}.json", got.to_dict())
         archive.add(rng.key)
         failures.clear(rng.key)
-        result.records.append(rec)
+        outcome[k] = got
+
+    if parallel is not None and todo:
+        parallel([items[k] for k in todo], lambda j, got: settle(todo[j], got))
+    else:
+        for k in progress(todo) if progress else todo:
+            rng, sid = items[k]
+            try:
+                settle(k, _fetch_range(downloader, rng, sid, work))
+            except AcquireError as exc:
+                settle(k, exc)
+    for o in outcome:  # in the order of the ranges file, whatever order the fetches finished in
+        if isinstance(o, SourceRecord):
+            result.records.append(o)
+        elif o is not None:
+            result.problems.append(o)
     return result
 
 

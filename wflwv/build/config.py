@@ -55,8 +55,18 @@ class BuildConfig:
     hard_k: int | None = None
     easy_k: int | None = None
     keep_unselected: bool = False
+    # label-flicker floor (wflwv.build.floor): real frames moved by known warps, labelled like the clips
+    floor_stills: int = 3  # frames of the published clips to measure it on (0 = do not measure)
+    floor_frames: int = 40  # frames per floor clip
     # running
     workers: int = 1
+    #: where the per-item stages run: "processes" (a local process pool of ``workers``), "ray" (Ray tasks: a local
+    #: Ray of ``workers`` CPUs, or the cluster at ``ray_address``), "auto" (Ray when ``ray_address`` is given or
+    #: ``workers`` > 1 and Ray is installed, else processes). The dataset written is the same either way.
+    engine: str = "auto"
+    ray_address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # per labelling task (the oracle's torch members, with device="cuda")
     work: Path | None = None
     download: DownloadOptions = field(default_factory=DownloadOptions)
     licence_pattern: str = LICENCE_PATTERN
@@ -90,6 +100,18 @@ class BuildConfig:
                 raise BuildError(f"{name} must be >= 0, got {k}")
         if self.workers < 1:
             raise BuildError(f"--workers must be >= 1, got {self.workers}")
+        if self.engine not in ("auto", "processes", "ray"):
+            raise BuildError(f"--engine must be auto, processes or ray, got {self.engine!r}")
+        if self.ray_address and self.engine == "processes":
+            raise BuildError("--ray-address runs on Ray; it cannot be combined with --engine processes")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise BuildError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
+        if self.gpus_per_worker and not str(self.device).startswith("cuda"):
+            raise BuildError("--gpus-per-worker gives labelling tasks a GPU: also pass --device cuda")
+        if self.floor_stills < 0 or (self.floor_stills and self.floor_frames < 3):
+            raise BuildError(
+                f"--floor-stills must be >= 0 and --floor-frames >= 3, got {self.floor_stills}, {self.floor_frames}"
+            )
         if self.detector == "sidecar" and (self.ids or self.search):
             raise BuildError(
                 "--detector sidecar reads boxes beside local videos; it cannot be used with --ids/--search"
@@ -128,3 +150,4 @@ class BuildSummary:
     timings: dict[str, float]
     counts: dict[str, Any]
     scheme: str | None
+    label_floor: dict | None = None  # see wflwv.build.floor

@@ -145,7 +145,7 @@ def ensure_training_stills(
     sources = prepare_sources(fetch_media(log=log))
     built = demo_dir() / "train-clips"
     log(f"labelling the training part of the demo media in {built} ...")
-    _build(built, sources["train"], progress, keep_unselected=True, hard_k=0, easy_k=0)
+    _build(built, sources["train"], progress, keep_unselected=True, hard_k=0, easy_k=0, floor_stills=0)
     ds = WFLWVDataset(built)
     ids = sorted(ds.all_ids())
     if not ids:

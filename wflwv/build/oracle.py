@@ -8,6 +8,9 @@ test-time augmentations, per-landmark variance of all votes); its default member
 * :func:`run_oracle` / :func:`label_clip`: the oracle over every frame of a clip, in batches, with the boxes
   re-derived from the oracle's own landmarks (``passes``) and smoothed over time, so the stored boxes are the
   crops the final landmarks were computed on.
+* :func:`build_oracle_pair` / :func:`label_as_build`: the two oracles `wflwv build` uses (box-deriving passes
+  without test-time augmentation, the final pass with it) and its labelling recipe, shared by the build, the
+  label-flicker floor (:mod:`wflwv.build.floor`) and exact-motion datasets from unlabelled stills.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ __all__ = [
     "OracleResult",
     "run_oracle",
     "label_clip",
+    "build_oracle_pair",
+    "label_as_build",
 ]
 
 
@@ -229,3 +234,54 @@ def label_clip(
             cur = new
         lm, var = run_oracle(oracle, video, cur, video_id, fps, batch_size)
     return OracleResult(lm, cur, var, passes, shifts)
+
+
+def build_oracle_pair(
+    members: Sequence[str | tuple | LandmarkModel], tta: Sequence[str] | str | None, passes: int, device: str = "cpu"
+) -> tuple[LandmarkModel, LandmarkModel | None]:
+    """The oracles of `wflwv build`: ``(oracle, box_oracle)``, the second without test-time augmentation for the
+    box-deriving passes (None when ``passes == 1``); both share the member models."""
+    built = build_members(members)
+    return build_oracle(built, tta, device), (build_oracle(built, None, device) if passes > 1 else None)
+
+
+def label_as_build(
+    oracle: LandmarkModel,
+    box_oracle: LandmarkModel | None,
+    video: str | Path,
+    boxes: np.ndarray,
+    video_id: str = "clip",
+    fps: float = 25.0,
+    passes: int = 2,
+    smooth: int = 5,
+    batch_size: int = 16,
+) -> OracleResult:
+    """Label a clip exactly as `wflwv build` does.
+
+    With ``passes == 1`` the full ``oracle`` runs on ``boxes``. Otherwise ``passes - 1`` box-deriving passes of
+    :func:`label_clip` run with ``box_oracle`` (the same members without test-time augmentation; None = use
+    ``oracle``), then the full oracle runs once on the squares of their landmarks, smoothed over ``smooth`` frames.
+    Only the last pass's numbers are kept, so the cheaper box passes change nothing but the crops.
+
+    Args:
+        boxes: (T, >=4) initial boxes in the landmark-square convention (detections, or exact boxes).
+    """
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if passes == 1:
+        return label_clip(oracle, video, boxes, video_id, fps, passes=1, smooth=smooth, batch_size=batch_size)
+    pre = label_clip(
+        box_oracle if box_oracle is not None else oracle,
+        video,
+        boxes,
+        video_id,
+        fps,
+        passes=passes - 1,
+        smooth=smooth,
+        batch_size=batch_size,
+    )
+    final = smooth_boxes(square_box(landmarks_box(pre.landmarks)), smooth)
+    lm, var = run_oracle(oracle, video, final, video_id, fps, batch_size)
+    side = np.maximum(pre.boxes[:, 2] - pre.boxes[:, 0], 1e-6)
+    moved = np.linalg.norm((final[:, :2] + final[:, 2:]) / 2 - (pre.boxes[:, :2] + pre.boxes[:, 2:]) / 2, axis=1) / side
+    return OracleResult(lm, final, var, passes, pre.box_shift + [float(np.median(moved))])

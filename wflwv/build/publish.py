@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from wflwv.build.acquire import AcquireResult, SourceRecord
 from wflwv.build.config import BuildConfig, BuildSummary
+from wflwv.build.floor import format_floor
 from wflwv.io import atomic_path, save_npy
 from wflwv.protocol.layout import WFLWVDataset, write_clip, write_dataset_info, write_split
 from wflwv.protocol.video import iter_frames
@@ -234,6 +235,8 @@ def format_summary(s: BuildSummary) -> str:
     if c["drop_reasons"]:
         lines.append("not kept:")
         lines += [f"  {n:4d}  {why}" for why, n in c["drop_reasons"].items()]
+    if s.label_floor:
+        lines.append(format_floor(s.label_floor))
     lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     lines.append(f"manifest: {s.out / 'manifest.csv'}")
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 label one clip (the oracle with boxes re-derived from its own landmarks, quality checks). Each item's record is
 written last and carries a hash of the configuration it depends on, so an item with a matching record is done.
 
-The stages run in this process or in worker processes (:func:`run_parallel`); a worker builds its detector and
-oracle once (:data:`_WORKER`).
+The stages run in this process, in worker processes or as Ray tasks (:func:`run_parallel`); a worker process
+(pool or Ray) builds its detector and oracle once (:data:`_WORKER`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wflwv.build import oracle as O
-from wflwv.build.acquire import SourceRecord
+from wflwv.build.acquire import AcquireError, SourceRecord, fetch_range_job
 from wflwv.build.config import SIDECAR_SUFFIX, BuildConfig, config_hash
 from wflwv.build.detect import landmarks_box, make_detector, square_box, track_faces
 from wflwv.build.oracle import build_members, build_oracle
@@ -31,18 +31,84 @@ from wflwv.io import atomic_path, read_json, save_npz, write_json
 from wflwv.protocol.layout import VIDEO_ID_RE
 from wflwv.protocol.video import iter_frames
 
-__all__ = ["run_parallel", "scan_source", "label_clip_item", "error_text"]
+__all__ = ["run_parallel", "scan_source", "label_clip_item", "error_text", "RAY_TASK_RETRIES"]
+
+#: retries of a Ray task whose worker process died (the stages are idempotent: records are written last)
+RAY_TASK_RETRIES = 2
 
 # ------------------------------------------------------------------------------------------------ workers
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(config: BuildConfig) -> None:
+def _worker_init(config: BuildConfig, threads: int = 1) -> None:
     """Process initialiser: one thread per worker (the stages are parallel across workers instead)."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     cv2.setNumThreads(1)
     _WORKER.clear()
     _WORKER["config"] = config
+
+
+def _ray_item(fn: Callable, config: BuildConfig, item: Any, threads: int) -> Any:
+    """One item as a Ray task; the worker process keeps its detector / oracle between tasks of one build."""
+    if _WORKER.get("config") != config:
+        _worker_init(config, threads)
+    return fn(config, item)
+
+
+def fetch_range_item(config: BuildConfig, job: tuple) -> Any:
+    """Stage 1 for one clip range, in a worker: the source record or the AcquireError (see ``acquire_ranges``)."""
+    rng, sid = job
+    return fetch_range_job(config.download, rng, sid, config.work)
+
+
+def _crash_record(fn: Callable, item: Any, reason: str) -> Any:
+    """The record of an item whose worker died on every try (recorded like any failure; a re-run tries again)."""
+    if fn is fetch_range_item:
+        return AcquireError(f"{item[0].video_id}: {reason}", permanent=False)
+    if fn is scan_source:
+        return {"key": None, "source_id": item["source_id"], "status": "failed", "reason": reason, "clips": []}
+    return {"key": None, "clip_id": item["clip_id"], "status": "failed", "reason": reason}
+
+
+def _run_on_ray(
+    fn: Callable, items: list, config: BuildConfig, cluster: Any, bar, use_gpu: bool, on_result: Callable | None
+) -> list:
+    """Every item as a Ray task, at most as many at once as the cluster's resources allow; results in order.
+
+    A task whose worker dies (killed, out of memory) is retried by Ray (``RAY_TASK_RETRIES`` times); an item that
+    kills its worker every time is recorded as failed. Exceptions of the stage functions are already records.
+    """
+    ray = cluster.ray
+    from ray import exceptions as RE
+
+    lost = tuple(getattr(RE, n) for n in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError") if hasattr(RE, n))
+
+    opts = {"num_cpus": config.cpus_per_worker, "num_gpus": config.gpus_per_worker if use_gpu else 0}
+    task = ray.remote(_ray_item).options(max_retries=RAY_TASK_RETRIES, retry_exceptions=False, **opts)
+    cfg = ray.put(config)
+    threads = max(1, int(config.cpus_per_worker))
+    pending = {task.remote(fn, cfg, item, threads): i for i, item in enumerate(items)}
+    results: list[Any] = [None] * len(items)
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+            except lost as exc:
+                why = f"the worker died on every one of {RAY_TASK_RETRIES + 1} tries ({type(exc).__name__})"
+                results[i] = _crash_record(fn, items[i], why)
+            except RE.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, Exception) else exc) from None
+            if on_result is not None:
+                on_result(i, results[i])
+            bar.update(1)
+    except BaseException:
+        for ref in pending:  # interrupted: queued items are dropped, a re-run picks up from the records
+            ray.cancel(ref)
+        raise
+    return results
 
 
 def _get_detector(config: BuildConfig):
@@ -61,15 +127,32 @@ def _get_oracle(config: BuildConfig):
     return _WORKER["oracle"], _WORKER["box_oracle"]
 
 
-def run_parallel(fn: Callable, items: list, config: BuildConfig, desc: str, inline: bool) -> list:
-    """Apply ``fn(config, item)`` to every item (in worker processes unless ``inline``), with a progress bar.
-    Results come back in the items' order."""
+def run_parallel(
+    fn: Callable,
+    items: list,
+    config: BuildConfig,
+    desc: str,
+    inline: bool,
+    cluster: Any = None,
+    gpu: bool = False,
+    on_result: Callable[[int, Any], None] | None = None,
+) -> list:
+    """Apply ``fn(config, item)`` to every item (as Ray tasks with a ``cluster``, else in worker processes unless
+    ``inline``), with a progress bar. Results come back in the items' order.
+
+    Args:
+        cluster: an open :class:`~wflwv.benchmark.cluster.RayCluster` to run the items on.
+        gpu: the items may use ``config.gpus_per_worker`` GPUs each (labelling).
+        on_result: called in this process with ``(index, result)`` as each item finishes (Ray only).
+    """
     results: list[Any] = [None] * len(items)
     bar = tqdm(
         total=len(items), desc=desc, unit="item", disable=None if config.progress and items else True, leave=True
     )
     try:
-        if inline or config.workers <= 1 or len(items) <= 1:
+        if cluster is not None and not inline and items:
+            results = _run_on_ray(fn, items, config, cluster, bar, gpu, on_result)
+        elif inline or config.workers <= 1 or len(items) <= 1:
             if not inline:
                 _WORKER.setdefault("config", config)
             for i, item in enumerate(items):
@@ -256,30 +339,9 @@ def _label(config: BuildConfig, item: dict, key: str) -> dict:
     det = np.load(item["det_boxes"])
     video = Path(item["video"])
     fps = float(item["fps"])
-    res = (
-        O.label_clip(oracle, video, det, cid, fps, passes=1, smooth=config.box_smooth, batch_size=config.batch_size)
-        if config.passes == 1
-        else None
+    res = O.label_as_build(
+        oracle, box_oracle, video, det, cid, fps, config.passes, config.box_smooth, config.batch_size
     )
-    if res is None:
-        # box-deriving passes (no TTA), then the final pass with the full oracle on the derived boxes
-        pre = O.label_clip(
-            box_oracle,
-            video,
-            det,
-            cid,
-            fps,
-            passes=config.passes - 1,
-            smooth=config.box_smooth,
-            batch_size=config.batch_size,
-        )
-        boxes = O.smooth_boxes(square_box(landmarks_box(pre.landmarks)), config.box_smooth)
-        lm, var = O.run_oracle(oracle, video, boxes, cid, fps, config.batch_size)
-        side = np.maximum(pre.boxes[:, 2] - pre.boxes[:, 0], 1e-6)
-        moved = (
-            np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - (pre.boxes[:, :2] + pre.boxes[:, 2:]) / 2, axis=1) / side
-        )
-        res = O.OracleResult(lm, boxes, var, config.passes, pre.box_shift + [float(np.median(moved))])
     lm, boxes, var = res.landmarks, res.boxes, res.variance
     base = {"key": key, "clip_id": cid, "num_frames": int(len(lm)), "num_points": int(lm.shape[1]),
             "box_shift": [round(v, 5) for v in res.box_shift], "scheme": getattr(oracle, "scheme", None)}  # fmt: skip

@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
-from wflwv.benchmark.harness import BenchError, RunLockedError, run_benchmark
+from wflwv.benchmark.cluster import ClusterError, import_ray
+from wflwv.benchmark.engines import RayEngine
+from wflwv.benchmark.harness import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError, RunLockedError, run_benchmark
 from wflwv.cli.common import demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
@@ -18,10 +20,9 @@ from wflwv.protocol.layout import DatasetError
 __all__ = ["bench"]
 
 
-def _default_out(model: str, args: dict[str, Any], data: str) -> Path:
-    tag = hashlib.sha256(
-        json.dumps([model, args, str(Path(data).resolve())], sort_keys=True, default=str).encode()
-    ).hexdigest()[:8]
+def _default_out(model: str, args: dict[str, Any], data: str, precision: str = "fp32") -> Path:
+    key = [model, args, str(Path(data).resolve())] + ([precision] if precision != "fp32" else [])
+    tag = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path("runs") / f"{model}-{tag}"
 
 
@@ -60,7 +61,31 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
     }
     if stats:
         click.echo("model statistics, mean per frame: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
+    floor = summary.get("label_floor")
+    if floor:
+        from wflwv.build.floor import floor_dominates, format_floor  # imports the synthesis code: only when needed
+
+        click.echo(format_floor(floor))
+        near = [lb for lb in labels if floor_dominates(summary["sets"][lb]["splits"]["all"].get("nmf"), floor)]
+        if near:
+            click.echo(
+                f"  NMF within 2x the floor ({', '.join(near)}): the labels' own flicker is a large part of it (docs/label-floor.md)"
+            )
     click.echo(f"\nresults: {out}/per_video.csv, {out}/per_video.parquet, {out}/summary.json")
+
+
+def _engine(workers, address, cpus, gpus) -> RayEngine | None:
+    """The Ray engine the options ask for, or None (in-process)."""
+    if workers is None and address is None:
+        for value, name in ((cpus, "--cpus-per-worker"), (gpus, "--gpus-per-worker")):
+            if value is not None:
+                raise click.BadParameter("only with --workers or --ray-address", param_hint=name)
+        return None
+    try:
+        import_ray()  # a clear message before any work when Ray is missing
+        return RayEngine(workers, address, 1.0 if cpus is None else cpus, 0.0 if gpus is None else gpus)
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("bench")
@@ -97,6 +122,47 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
     help="Clips processed together (frame t of each in one batch); does not change results.",
 )
 @click.option(
+    "--frame-batch",
+    default=DEFAULT_FRAME_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Frames per model call for per-frame (stateless) models; does not change results. Stateful models "
+    "(LDEQ + RwR) always take one frame per clip per call.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(list(PRECISIONS)),
+    default="fp32",
+    show_default=True,
+    help="Run the model under torch.autocast: bf16 (CUDA, or CPUs with native bf16), fp16 (CUDA). Changes the "
+    "numbers (a different run); benchmarks/throughput.py prints by how much.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run the model on N Ray workers (a local Ray unless --ray-address). Needs pip install 'wflwv[ray]'.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="Run on an existing Ray cluster: auto (the one `ray start` made here), HOST:PORT or ray://HOST:PORT. "
+    "The dataset must be at the same path on every node (docs/cluster.md).",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Ray CPUs per worker, also its torch threads  [default: 1].",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Ray GPUs per worker (0.5 = two workers share a GPU)  [default: 0].",
+)
+@click.option(
     "--filter",
     "filters",
     multiple=True,
@@ -118,12 +184,32 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
     help="Print every result set in --out, including filter settings of earlier calls (default: this call's).",
 )
 def bench(
-    model_name, model_args, rwr, data, split, out, device, batch_videos, filters, norm, overwrite, quiet, all_sets
+    model_name,
+    model_args,
+    rwr,
+    data,
+    split,
+    out,
+    device,
+    batch_videos,
+    frame_batch,
+    precision,
+    workers,
+    ray_address,
+    cpus_per_worker,
+    gpus_per_worker,
+    filters,
+    norm,
+    overwrite,
+    quiet,
+    all_sets,
 ):
     """Score a model on NME and NMF, per clip and per split (hard / easy / all).
 
     Writes per-video results (CSV and parquet), the predictions, and summary.json with provenance to --out.
+    With --workers / --ray-address the model runs on Ray workers; the results are the same.
     """
+    engine = _engine(workers, ray_address, cpus_per_worker, gpus_per_worker)
     try:
         check_model_name(model_name)  # before anything is fetched or built
     except KeyError as exc:
@@ -138,7 +224,7 @@ def bench(
     if data is None:
         data = demo_data()
     if out is None:
-        out = _default_out(model_name, args, str(data))
+        out = _default_out(model_name, args, str(data), precision)
     try:
         model = create_model(model_name, **args)
     except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -151,13 +237,16 @@ def bench(
             split=split,
             device=device,
             batch_videos=batch_videos,
+            frame_batch=frame_batch,
+            precision=precision,
             filters=settings,
             norm=norm,
             model_spec={"name": model_name, "args": args},
             progress=not quiet,
             overwrite=overwrite,
+            engine=engine,
         )
-    except (BenchError, DatasetError, RunLockedError) as exc:
+    except (BenchError, DatasetError, RunLockedError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary, out, show=None if all_sets else ["none"] + [st.label for st in settings])
     failed = summary["sets"]["none"]["splits"]["all"]["failed"]

@@ -9,6 +9,7 @@ import click
 from wflwv.build.acquire import DownloadOptions
 from wflwv.build.oracle import parse_member
 from wflwv.build.pipeline import BuildConfig, BuildError, build_dataset, format_summary
+from wflwv.cli.build_modes import build_mode_options, run_build_mode
 from wflwv.io import FolderLockedError
 from wflwv.models import check_model_name
 
@@ -41,9 +42,9 @@ def parse_rate(text: str | None) -> float | None:
 @click.command("build")
 @click.option(
     "--out",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Dataset folder to write (official WFLW-V layout). Re-running into it resumes.",
+    help="Dataset folder to write (official WFLW-V layout; required unless --audit). Re-running into it resumes.",
 )
 @click.option(
     "--ids",
@@ -146,7 +147,37 @@ def parse_rate(text: str | None) -> float | None:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Processes for the scan and label stages.",
+    help="Parallel workers for the scan and label stages: Ray tasks on a local Ray when Ray is installed, else "
+    "processes (see --engine). The dataset written is the same.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "processes", "ray"]),
+    default="auto",
+    show_default=True,
+    help="Where the scan and label stages run: auto = Ray with --ray-address or --workers > 1 when installed, else "
+    "local processes.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="Scan and label on an existing Ray cluster (auto, HOST:PORT, ray://HOST:PORT); OUT, --work and the "
+    "sources must be at the same path on every node (docs/cluster.md).",
+)
+@click.option(
+    "--cpus-per-worker",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Ray CPUs per task (and its torch threads).",
+)
+@click.option(
+    "--gpus-per-worker",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Ray GPUs per labelling task (with --device cuda).",
 )
 @click.option("--device", default="cpu", show_default=True, help="Device of the oracle's torch members.")
 @click.option("--rate-limit", default=None, help="Maximum download speed, bytes per second (e.g. 500K, 2M).")
@@ -201,6 +232,7 @@ def parse_rate(text: str | None) -> float | None:
     help="Overlay PNGs written to OUT/previews for this many clips of each split.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@build_mode_options
 def build(**opts):
     """Build a WFLW-V-style dataset from YouTube clip ranges, Creative Commons search results or local videos.
 
@@ -213,8 +245,17 @@ def build(**opts):
     Examples:
       wflwv build --out data/mine --local videos/
       wflwv build --out data/wflwv --ids download_ranges.txt --rate-limit 2M --workers 2
+      wflwv build --out /shared/wflwv --ids download_ranges.txt --ray-address auto --device cuda --gpus-per-worker 1
       wflwv build --out data/cc --search "interview" --max-results 50 --hard-k 10 --easy-k 10
+      wflwv build --out data/exact --stills faces/ --clips-per-still 2 --motion static --motion natural
+      wflwv build --audit data/mine
+
+    After labelling, a few frames are moved by known warps and labelled again to measure the oracle's own flicker
+    (the label floor, in build.json and dataset.json). --stills makes clips with exact labels from labelled still
+    images (images with .pts files, a WFLW list, or --labels oracle); --audit measures the floor of a dataset.
     """
+    if run_build_mode(opts):
+        return
     quiet = opts.pop("quiet")
     for spec in list(opts["oracle"]) + list(opts["members"]):  # before anything is downloaded, scanned or written
         try:

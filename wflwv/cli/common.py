@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from wflwv.build.demo import DemoError, ensure_demo_dataset
 from wflwv.config import parse_assignments
 
 __all__ = ["DEMO_HINT", "parse_kv", "demo_data", "echo_err"]
@@ -32,6 +31,8 @@ def parse_kv(items: Iterable[str], what: str = "--model-arg") -> dict[str, Any]:
 
 def demo_data() -> Path:
     """The demo dataset (fetched and built on first use)."""
+    from wflwv.build.demo import DemoError, ensure_demo_dataset  # the build pipeline only when it is needed
+
     echo_err(f"{DEMO_HINT} (built in the cache on first use)")
     try:
         return ensure_demo_dataset(log=echo_err)

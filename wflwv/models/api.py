@@ -5,17 +5,20 @@ clips. Crops follow the WFLW-V evaluation protocol (:mod:`wflwv.protocol.crop`):
 
 * ``images``: ``torch.float32`` tensor of shape ``(N, 3, 256, 256)``, **RGB**, values in ``[0, 1]``, already on
   the model's device. Models apply their own normalisation (e.g. ImageNet mean / std).
-* ``states``: a list of N per-clip states. The entry is ``None`` at a clip's first frame; afterwards it is
-  exactly what the model returned for that clip at the previous frame. The harness never looks inside, so a
-  warm-started model (LDEQ + RwR) keeps its previous equilibrium there instead of in hidden globals.
+* ``states``: a list of N per-clip states. For a model with ``stateful = True`` (the default) the entry is
+  ``None`` at a clip's first frame; afterwards it is exactly what the model returned for that clip at the
+  previous frame. The harness never looks inside, so a warm-started model (LDEQ + RwR) keeps its previous
+  equilibrium there instead of in hidden globals. A model that declares ``stateful = False`` always gets
+  ``None`` and may be handed several frames of one clip in one batch (``--frame-batch``).
 * ``frames``: a list of N :class:`FrameInfo` saying which clip and frame each crop is (never the ground truth).
 
 It returns a :class:`ModelOutput`: landmarks in **crop pixels** ``(N, K, 2)`` (x, y; pixel centres at integer
 coordinates, so the crop spans ``[-0.5, 255.5]``), the N new states, and optionally per-frame statistics
 (``{"solver_iters": (N,), ...}``) that the harness records, and heatmaps for ensemble averaging.
 
-Results must not depend on which other clips share the batch: the harness may batch frame t of several clips
-(``--batch-videos``) and expects exactly the numbers of one clip at a time.
+Results must not depend on which other clips or frames share the batch: the harness may batch frame t of several
+clips (``--batch-videos``) or, for a stateless model, many frames of a clip (``--frame-batch``), and expects the
+numbers of one frame at a time.
 """
 
 from __future__ import annotations
@@ -137,6 +140,10 @@ class LandmarkModel(abc.ABC):
     scheme: str | None = "wflw98"
     #: set by :func:`wflwv.models.create_model`
     name: str = ""
+    #: whether :meth:`predict` carries per-clip state from frame to frame. True (the safe default): the harness
+    #: feeds each clip's frames in order, one per call, handing back the state. False: states are always None and
+    #: the harness may batch many frames of a clip in one call (``--frame-batch``), which is much faster.
+    stateful: bool = True
     #: the network, if any (moved by :meth:`to`)
     net: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")

@@ -38,6 +38,8 @@ def _crop_points(frame_points: np.ndarray, crop_to_frame: np.ndarray) -> np.ndar
 class OracleModel(LandmarkModel):
     """Looks up the dataset's own landmarks for the clip and frame shown (NME = NMF = 0)."""
 
+    stateful = False
+
     scheme = None  # whatever the dataset uses
 
     def __init__(self, data: str | None = None):
@@ -79,6 +81,8 @@ def _load_shape(path: str) -> np.ndarray:
 
 class MeanShapeModel(LandmarkModel):
     """A fixed mean face shape in the crop, whatever the image (the floor any model must beat)."""
+
+    stateful = False
 
     def __init__(self, scheme: str | None = None, shape: str | None = None):
         """

@@ -121,6 +121,11 @@ class LDEQModel(LandmarkModel):
             )
         self.to(device)
 
+    @property
+    def stateful(self) -> bool:
+        """Only RwR carries state (the previous frame's equilibrium); a plain solve is per frame."""
+        return self.rwr
+
     def not_released(self) -> list[str]:
         """The options in use that the released evaluation does not have (empty: the released behaviour)."""
         out = []
