@@ -509,8 +509,8 @@ def test_predict_under_bf16_autocast_keeps_the_solver_in_float32():
     assert out["z_solver"].dtype == torch.float32 and out["solver_stats"].abs_trace.dtype == torch.float32
 
 
-def test_stateless_without_rwr_and_threads_validated():
-    assert _tiny_model(rwr=False).stateless and not _tiny_model(rwr=True).stateless
+def test_stateful_only_with_rwr_and_threads_validated():
+    assert _tiny_model(rwr=True).stateful and not _tiny_model(rwr=False).stateful
     with pytest.raises(ValueError, match="threads"):
         _tiny_model(threads=0)
 

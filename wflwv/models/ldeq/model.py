@@ -53,9 +53,9 @@ class LDEQModel(LandmarkModel):
             ``injection_width=8`` for tiny tests.
 
     Every sample is solved independently (per-sample stopping and caps), so batch composition never changes
-    results. Stats per frame: ``solver_iters``, ``cell_evals``, ``residual``. Without RwR the model is
-    :attr:`stateless`: a frame's prediction does not depend on the clip's earlier frames, so a harness may pass
-    several frames of one clip in one call (the states it returns are then not needed).
+    results. Stats per frame: ``solver_iters``, ``cell_evals``, ``residual``. Without RwR the model is not
+    :attr:`stateful`: the harness may pass several frames of one clip in one call (``--frame-batch``), and they are
+    shared among the CPU threads like clips.
     """
 
     def __init__(
@@ -153,12 +153,6 @@ class LDEQModel(LandmarkModel):
             d["seed"] = self.seed
         d["label_tags"] = self.not_released()  # a report shows these next to the model's name
         return d
-
-    @property
-    def stateless(self) -> bool:
-        """True when a frame's prediction does not depend on earlier frames (no RwR): the harness may then batch
-        frames of one clip, and the states this model returns are not needed."""
-        return not self.rwr
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, states: Sequence[Any], frames: Sequence[FrameInfo]) -> ModelOutput:
