@@ -98,3 +98,11 @@ def test_a_damaged_video_gives_our_error_not_ffmpeg_chatter(tmp_path):
     )
     assert res.returncode == 0 and 0 < int(res.stdout) < 30
     assert res.stderr == "", res.stderr
+
+
+def test_model_arg_weights_none_asks_for_random_weights():
+    from wflwv.cli.common import parse_kv
+
+    assert parse_kv(["weights=none", "seed=3"]) == {"weights": "none", "seed": 3}
+    assert parse_kv(["weights=NONE"])["weights"] == "none"
+    assert parse_kv(["tol=none"]) == {"tol": None}  # other arguments: none is Python's None

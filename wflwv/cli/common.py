@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from wflwv.config import parse_assignments
+from wflwv.models.checkpoints import NO_WEIGHTS
 
 __all__ = ["DEMO_HINT", "parse_kv", "demo_data", "echo_err"]
 
@@ -22,11 +23,19 @@ def echo_err(msg: str) -> None:
 
 
 def parse_kv(items: Iterable[str], what: str = "--model-arg") -> dict[str, Any]:
-    """``key=value`` options -> dict (:func:`wflwv.config.parse_assignments`), as a click usage error when malformed."""
+    """``key=value`` options -> dict (:func:`wflwv.config.parse_assignments`), as a click usage error when malformed.
+
+    ``weights=none`` stays the string ``"none"`` (a randomly initialised network) instead of Python's None (which a
+    model reads as "no weights given": the shipped ones).
+    """
+    items = list(items)
     try:
-        return parse_assignments(items, what)
+        out = parse_assignments(items, what)
     except ValueError as exc:
         raise click.BadParameter(f"{exc} (example: {what} jitter=2.0)", param_hint=what) from None
+    if "weights" in out and out["weights"] is None:
+        out["weights"] = NO_WEIGHTS
+    return out
 
 
 def demo_data() -> Path:
