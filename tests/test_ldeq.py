@@ -434,7 +434,7 @@ def _clip_predictions(m, imgs, frames=3):
 
 @pytest.mark.parametrize("batch", [1, 2, 5])
 def test_threads_give_exactly_the_numbers_of_one_sample_after_another(batch, monkeypatch):
-    import wflwv.models.ldeq.parallel as parallel
+    import wflwv.models.parallel as parallel
 
     torch.manual_seed(0)
     imgs = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(batch))
@@ -464,7 +464,7 @@ def test_threads_give_exactly_the_numbers_of_one_sample_after_another(batch, mon
 
 
 def test_convolution_slices_are_the_whole_convolution():
-    from wflwv.models.ldeq.parallel import convolution_splitter, one_thread
+    from wflwv.models.parallel import convolution_splitter, one_thread
 
     g = torch.Generator().manual_seed(0)
     split = convolution_splitter(threads=3, min_slice_macs=1)
@@ -477,7 +477,7 @@ def test_convolution_slices_are_the_whole_convolution():
 
 
 def test_run_tasks_order_errors_and_modes():
-    from wflwv.models.ldeq.parallel import one_thread, run_tasks
+    from wflwv.models.parallel import one_thread, run_tasks
 
     with one_thread():
         assert run_tasks([lambda i=i: i * i for i in range(7)], threads=3) == [i * i for i in range(7)]

@@ -66,6 +66,7 @@ class Dlib68Model(LandmarkModel):
 
     scheme = "ibug68"
     stateful = False
+    batch_invariant = True  # dlib predicts one crop at a time
 
     def __init__(self, weights: str | None = None, upsample: int = 2):
         """

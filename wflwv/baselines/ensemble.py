@@ -224,6 +224,11 @@ class OracleEnsemble(LandmarkModel):
         """Stateless when every member is (then the harness may batch a clip's frames)."""
         return any(getattr(m, "stateful", True) for m in self.members)
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Exactly invariant when every member is (the averaging itself is per sample)."""
+        return all(getattr(m, "batch_invariant", False) for m in self.members)
+
     # ------------------------------------------------------------------------------------------ helpers
     def to(self, device: str | torch.device) -> OracleEnsemble:
         self.device = torch.device(device)

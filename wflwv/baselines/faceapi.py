@@ -547,6 +547,7 @@ class FaceApi68Model(LandmarkModel):
     """face-api's 68-point landmark regressor (full or tiny TF.js model of @vladmandic/face-api 1.7.15)."""
 
     scheme = "ibug68"
+    stateful = False
 
     def __init__(self, weights: str | None = None, variant: str = "full", device: str = "cpu", seed: int = 0):
         """

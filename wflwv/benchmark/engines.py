@@ -68,6 +68,8 @@ class BenchJob:
     device: str = "auto"
     frame_batch: int = DEFAULT_FRAME_BATCH
     precision: str = "fp32"
+    #: every sample computed alone on one-threaded kernels on a CPU (:func:`wflwv.models.parallel.predict_per_sample`)
+    exact: bool = True
     #: the clips of this run, so that workers can check they see them
     video_ids: list[str] = field(default_factory=list)
 
@@ -140,6 +142,7 @@ class InProcessEngine(Engine):
                         model_scheme=scheme,
                         frame_batch=job.frame_batch,
                         precision=job.precision,
+                        exact=job.exact,
                     )
 
 
@@ -229,6 +232,7 @@ class _BenchWorker:
             model_scheme=self.scheme,
             frame_batch=s["frame_batch"],
             precision=s["precision"],
+            exact=s["exact"],
         )
         for o in outcomes:
             o.clip = None  # the driver reads the annotations itself
@@ -332,6 +336,7 @@ class RayEngine(Engine):
             "video_ids": list(job.video_ids),
             "device": job.device,
             "precision": job.precision,
+            "exact": job.exact,
             "frame_batch": job.frame_batch,
             "model_scheme": job.model_scheme,
             "threads": self.spec.threads,

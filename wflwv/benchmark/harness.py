@@ -218,6 +218,7 @@ def run_benchmark(
     batch_videos: int = 1,
     frame_batch: int = DEFAULT_FRAME_BATCH,
     precision: str = "fp32",
+    exact: bool = True,
     filters: Iterable[Any] = (),
     norm: str = "inter-ocular",
     model_spec: dict[str, Any] | None = None,
@@ -239,6 +240,11 @@ def run_benchmark(
             change. Stateful models always see one frame per clip per call.
         precision: ``fp32`` (default), ``bf16`` or ``fp16``: ``predict`` under ``torch.autocast``. Part of the
             run's identity (another precision is another run).
+        exact: on a CPU, compute every frame of a model that is not ``batch_invariant`` alone, on one-threaded
+            kernels, frames spread over the threads (:func:`wflwv.models.parallel.predict_per_sample`), so that
+            no number depends on ``batch_videos``, ``frame_batch``, the engine or the thread count. False: batched
+            calls on torch's own threads (faster for large frame batches; the same numbers up to float rounding).
+            Part of the run's identity when False.
         filters: filter settings (:func:`wflwv.filters.parse_filter_option`) scored on the saved predictions.
         norm: NME normaliser: ``inter-ocular`` (default), ``inter-pupil`` or ``box-diagonal``.
         model_spec: how the model was asked for (``{"name": ..., "args": {...}}``), recorded for provenance.
@@ -276,6 +282,8 @@ def run_benchmark(
     }
     if precision != "fp32":  # fp32 runs keep the identity they had before precision modes existed
         identity["precision"] = precision
+    if not exact:  # batched calls round differently: another run
+        identity["exact"] = False
     previous = run.read_run()
     if previous is not None and previous.get("identity") != identity:
         if not overwrite:
@@ -301,6 +309,7 @@ def run_benchmark(
         device=str(device) if device is not None else "auto",
         frame_batch=frame_batch,
         precision=precision,
+        exact=exact,
         video_ids=todo,
     )
     config = {
@@ -308,6 +317,7 @@ def run_benchmark(
         "batch_videos": batch_videos,
         "frame_batch": frame_batch,
         "precision": precision,
+        "exact": exact,
         "stateful": is_stateful(model),
     }
     try:

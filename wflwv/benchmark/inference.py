@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel
+from wflwv.models.parallel import predict_per_sample
 from wflwv.protocol.crop import apply_affine
 from wflwv.protocol.layout import Clip, ClipCrops, DatasetError, WFLWVDataset, decode_crops
 from wflwv.schemes import LandmarkScheme
@@ -168,6 +169,7 @@ class _Pass:
     dataset_root: Path | None
     model_scheme: LandmarkScheme
     precision: str
+    exact: bool = True
 
     def predict(self, items: Sequence[tuple[_Active, int]]) -> tuple[np.ndarray, list[Any], dict[str, np.ndarray]]:
         """One ``predict`` call on frame ``t`` of each ``(clip, t)``; checks the output's shapes."""
@@ -184,8 +186,12 @@ class _Pass:
             )
             for a, t in items
         ]
+        states = [a.state for a, _ in items]
         with torch.inference_mode(), precision_context(self.precision, self.device):
-            out = self.model.predict(x, [a.state for a, _ in items], infos)
+            if self.exact and self.device.type == "cpu" and not getattr(self.model, "batch_invariant", False):
+                out = predict_per_sample(self.model, x, states, infos, torch.get_num_threads())
+            else:
+                out = self.model.predict(x, states, infos)
         lm = out.landmarks_numpy()
         n = len(items)
         if lm.shape != (n, self.model_scheme.num_points, 2):
@@ -273,6 +279,7 @@ def run_group(
     model_scheme: LandmarkScheme,
     frame_batch: int = DEFAULT_FRAME_BATCH,
     precision: str = "fp32",
+    exact: bool = True,
 ) -> list[ClipOutcome]:
     """Run ``model`` over a group of loaded clips; one outcome per clip, in order.
 
@@ -282,7 +289,7 @@ def run_group(
     """
     if not loaded:
         return []
-    p = _Pass(model, device, dataset_root, model_scheme, precision)
+    p = _Pass(model, device, dataset_root, model_scheme, precision, exact)
     stateful = is_stateful(model)
     try:
         return _run(p, loaded, frame_batch, stateful)

@@ -20,8 +20,9 @@ from wflwv.protocol.layout import DatasetError
 __all__ = ["bench"]
 
 
-def _default_out(model: str, args: dict[str, Any], data: str, precision: str = "fp32") -> Path:
+def _default_out(model: str, args: dict[str, Any], data: str, precision: str = "fp32", exact: bool = True) -> Path:
     key = [model, args, str(Path(data).resolve())] + ([precision] if precision != "fp32" else [])
+    key += [] if exact else ["batched"]
     tag = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path("runs") / f"{model}-{tag}"
 
@@ -138,6 +139,15 @@ def _engine(workers, address, cpus, gpus) -> RayEngine | None:
     "numbers (a different run); benchmarks/throughput.py prints by how much.",
 )
 @click.option(
+    "--exact/--batched",
+    default=True,
+    show_default=True,
+    help="--exact: on a CPU, every frame of a network is computed alone on one-threaded kernels, frames spread "
+    "over the cores, so no number depends on --batch-videos, --frame-batch, --workers or the thread count. "
+    "--batched: one call per batch on torch's threads (faster at large frame batches; numbers equal up to float "
+    "rounding; a different run).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -194,6 +204,7 @@ def bench(
     batch_videos,
     frame_batch,
     precision,
+    exact,
     workers,
     ray_address,
     cpus_per_worker,
@@ -224,7 +235,7 @@ def bench(
     if data is None:
         data = demo_data()
     if out is None:
-        out = _default_out(model_name, args, str(data), precision)
+        out = _default_out(model_name, args, str(data), precision, exact)
     try:
         model = create_model(model_name, **args)
     except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -239,6 +250,7 @@ def bench(
             batch_videos=batch_videos,
             frame_batch=frame_batch,
             precision=precision,
+            exact=exact,
             filters=settings,
             norm=norm,
             model_spec={"name": model_name, "args": args},

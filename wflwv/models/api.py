@@ -18,7 +18,9 @@ coordinates, so the crop spans ``[-0.5, 255.5]``), the N new states, and optiona
 
 Results must not depend on which other clips or frames share the batch: the harness may batch frame t of several
 clips (``--batch-videos``) or, for a stateless model, many frames of a clip (``--frame-batch``), and expects the
-numbers of one frame at a time.
+numbers of one frame at a time. Networks meet this only up to float rounding; a model whose numbers are exactly
+invariant says so with ``batch_invariant = True``, and for the others the harness's exact mode (the CPU default)
+evaluates every sample alone.
 """
 
 from __future__ import annotations
@@ -144,6 +146,12 @@ class LandmarkModel(abc.ABC):
     #: feeds each clip's frames in order, one per call, handing back the state. False: states are always None and
     #: the harness may batch many frames of a clip in one call (``--frame-batch``), which is much faster.
     stateful: bool = True
+    #: whether a sample's numbers are the same whatever else shares the call and whatever torch's thread count (as
+    #: for numpy models, or LDEQ's sequential evaluation). False (the default for networks, whose convolution
+    #: kernels round differently for other batch sizes and thread counts): on a CPU the harness's exact mode then
+    #: computes every sample alone on one-threaded kernels, samples spread over threads
+    #: (:func:`wflwv.models.parallel.predict_per_sample`)
+    batch_invariant: bool = False
     #: the network, if any (moved by :meth:`to`)
     net: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")

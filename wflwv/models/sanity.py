@@ -39,6 +39,7 @@ class OracleModel(LandmarkModel):
     """Looks up the dataset's own landmarks for the clip and frame shown (NME = NMF = 0)."""
 
     stateful = False
+    batch_invariant = True  # numpy, one frame at a time
 
     scheme = None  # whatever the dataset uses
 
@@ -83,6 +84,7 @@ class MeanShapeModel(LandmarkModel):
     """A fixed mean face shape in the crop, whatever the image (the floor any model must beat)."""
 
     stateful = False
+    batch_invariant = True  # numpy, one frame at a time
 
     def __init__(self, scheme: str | None = None, shape: str | None = None):
         """

@@ -12,7 +12,7 @@ from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput, imagenet_nor
 from wflwv.models.checkpoints import load_arch_checkpoint, load_state_dict_strict, resolve_default_weights, seeded_init
 from wflwv.models.ldeq.config import RWR_ITERS_RENAMED, LDEQConfig
 from wflwv.models.ldeq.net import LDEQNet
-from wflwv.models.ldeq.parallel import one_thread, run_tasks, split_convolutions
+from wflwv.models.parallel import one_thread, run_tasks, split_convolutions
 
 __all__ = ["LDEQModel"]
 
@@ -36,7 +36,7 @@ class LDEQModel(LandmarkModel):
             the same whatever ``--batch-videos`` and the machine's thread count (convolution kernels round
             differently for other batch sizes and thread counts). The samples of a batch are shared among
             ``threads`` CPU threads, and a batch of one splits its large convolutions among them by output channels
-            (:mod:`wflwv.models.ldeq.parallel`): the same numbers as one sample after another on one thread. False:
+            (:mod:`wflwv.models.parallel`): the same numbers as one sample after another on one thread. False:
             one batched call using torch's own threads (the same numbers up to rounding, which RwR on a trained
             model keeps at rounding level but a random network amplifies to pixels within a few frames). On a GPU
             ``sequential`` makes one call per sample.
@@ -125,6 +125,11 @@ class LDEQModel(LandmarkModel):
     def stateful(self) -> bool:
         """Only RwR carries state (the previous frame's equilibrium); a plain solve is per frame."""
         return self.rwr
+
+    @property
+    def batch_invariant(self) -> bool:
+        """The sequential evaluation computes every sample alone on one-threaded kernels (on a CPU)."""
+        return self.sequential and self.device.type == "cpu"
 
     def not_released(self) -> list[str]:
         """The options in use that the released evaluation does not have (empty: the released behaviour)."""

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from wflwv.models.ldeq.config import CELL_NORMS, GRAD_MODES, LDEQConfig
 from wflwv.models.ldeq.implicit import attach_implicit_backward, unrolled_forward
-from wflwv.models.ldeq.parallel import current_splitter
+from wflwv.models.parallel import current_splitter
 from wflwv.models.solvers import SolverStats, residuals, solve
 
 __all__ = ["LDEQNet", "heatmaps_to_keypoints", "normalise_heatmaps"]

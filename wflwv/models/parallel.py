@@ -1,4 +1,4 @@
-"""Several CPU threads for LDEQ inference without changing a single bit of its numbers.
+"""Several CPU threads for inference without changing a single bit of the numbers.
 
 Torch's own intra-op threads change rounding (a one-by-one convolution's matrix product sums in another order on
 two threads than on one, and the convolution backend chosen depends on the thread count), and RwR on a random
@@ -7,6 +7,9 @@ evaluation's, and the parallelism is above the kernels:
 
 * :func:`run_tasks` -- independent tasks (the samples of a batch, each solved as a batch of one) shared by the
   calling thread and a pool of helper threads (torch releases the GIL inside its kernels);
+* :func:`predict_per_sample` -- any landmark model, each sample of a ``predict`` call computed alone on one-threaded
+  kernels, the samples spread over threads: numbers that depend neither on which frames or clips share a call nor
+  on the machine's thread count (the harness's exact mode);
 * :func:`split_convolutions` -- for a batch of one: a large convolution is computed as a few convolutions over
   slices of its output channels on those threads and concatenated (a slice's outputs are the same numbers as the
   whole convolution's; ``tests/test_ldeq.py`` checks it).
@@ -27,10 +30,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["one_thread", "run_tasks", "split_convolutions", "convolution_splitter", "CHANNEL_ALIGN"]
+from wflwv.models.api import ModelOutput
+
+__all__ = [
+    "one_thread",
+    "run_tasks",
+    "predict_per_sample",
+    "split_convolutions",
+    "convolution_splitter",
+    "CHANNEL_ALIGN",
+]
 
 #: output-channel slices start at multiples of this (the channel blocking of the x86 convolution kernels)
 CHANNEL_ALIGN = 16
@@ -79,7 +92,7 @@ def _pool(helpers: int) -> ThreadPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None or _POOL_SIZE < helpers:
             old = _POOL
-            _POOL = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="wflwv-ldeq", initializer=_helper_init)
+            _POOL = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="wflwv-cpu", initializer=_helper_init)
             _POOL_SIZE = helpers
             if old is not None:
                 old.shutdown(wait=False)
@@ -138,6 +151,28 @@ def run_tasks(tasks: Sequence[Callable[[], Any]], threads: int) -> list[Any]:
         if exc is not None:
             raise exc
     return results
+
+
+def predict_per_sample(model, images: torch.Tensor, states: Sequence[Any], frames: Sequence[Any], threads: int):
+    """``model.predict`` on each sample alone (a batch of one on one-threaded kernels), samples spread over
+    ``threads`` CPU threads, outputs put back together as one :class:`~wflwv.models.api.ModelOutput`.
+
+    The numbers are those of one sample after another on one thread, whatever the batch and the thread count.
+    """
+    n = images.shape[0]
+    tasks = [lambda i=i: model.predict(images[i : i + 1], [states[i]], [frames[i]]) for i in range(n)]
+    with one_thread():
+        outs = run_tasks(tasks, threads)
+    landmarks = [o.landmarks for o in outs]
+    if all(isinstance(lm, torch.Tensor) for lm in landmarks):
+        landmarks = torch.cat([lm.detach().cpu() for lm in landmarks])
+    else:
+        landmarks = np.concatenate([o.landmarks_numpy() for o in outs])
+    stats = {k: np.concatenate([o.stats_numpy()[k] for o in outs]) for k in outs[0].stats}
+    heatmaps = None
+    if all(o.heatmaps is not None for o in outs):
+        heatmaps = torch.cat([torch.as_tensor(o.heatmaps).detach().cpu() for o in outs])
+    return ModelOutput(landmarks, [s for o in outs for s in o.states], stats, heatmaps)
 
 
 def convolution_splitter(threads: int, min_slice_macs: int | None = None) -> Callable[..., torch.Tensor]:
