@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wflwv.baselines.model import apply_size_preset, create_baseline_model, heatmap_head_outputs
+from wflwv.baselines.model import apply_size_preset, baseline_factory, heatmap_head_outputs
 
 __all__ = ["HRFormerConfig", "HRFormerNet", "hrformer_model", "WindowAttention", "HRFormerBlock"]
 
@@ -53,52 +53,14 @@ class HRFormerConfig:
     stem_blocks: int | None = None  # residual conv blocks in stage 1 (tiny 1, others 2)
     head_width: int | None = None  # channels of the head's 1x1 mixing conv (= sum of the widths in presets)
 
+    # fmt: off
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(
-            widths=(8, 16, 32, 64),
-            heads=(1, 1, 2, 4),
-            modules=(1, 1, 1),
-            blocks=1,
-            window=8,
-            mlp_ratio=2.0,
-            stem_width=16,
-            stem_blocks=1,
-            head_width=120,
-        ),
-        "small": dict(
-            widths=(18, 36, 72, 144),
-            heads=(1, 2, 4, 8),
-            modules=(1, 3, 2),
-            blocks=2,
-            window=8,
-            mlp_ratio=4.0,
-            stem_width=64,
-            stem_blocks=2,
-            head_width=270,
-        ),
-        "base": dict(
-            widths=(32, 64, 128, 256),
-            heads=(1, 2, 4, 8),
-            modules=(1, 4, 2),
-            blocks=2,
-            window=8,
-            mlp_ratio=4.0,
-            stem_width=64,
-            stem_blocks=2,
-            head_width=480,
-        ),
-        "large": dict(
-            widths=(78, 156, 312, 624),
-            heads=(2, 4, 8, 16),
-            modules=(1, 4, 2),
-            blocks=2,
-            window=8,
-            mlp_ratio=4.0,
-            stem_width=64,
-            stem_blocks=2,
-            head_width=1170,
-        ),
+        "tiny": dict(widths=(8, 16, 32, 64), heads=(1, 1, 2, 4), modules=(1, 1, 1), blocks=1, window=8, mlp_ratio=2.0, stem_width=16, stem_blocks=1, head_width=120),
+        "small": dict(widths=(18, 36, 72, 144), heads=(1, 2, 4, 8), modules=(1, 3, 2), blocks=2, window=8, mlp_ratio=4.0, stem_width=64, stem_blocks=2, head_width=270),
+        "base": dict(widths=(32, 64, 128, 256), heads=(1, 2, 4, 8), modules=(1, 4, 2), blocks=2, window=8, mlp_ratio=4.0, stem_width=64, stem_blocks=2, head_width=480),
+        "large": dict(widths=(78, 156, 312, 624), heads=(2, 4, 8, 16), modules=(1, 4, 2), blocks=2, window=8, mlp_ratio=4.0, stem_width=64, stem_blocks=2, head_width=1170),
     }
+    # fmt: on
 
     def __post_init__(self) -> None:
         apply_size_preset(self, self.PRESETS)
@@ -311,22 +273,6 @@ class HRFormerNet(nn.Module):
         return heatmap_head_outputs(self.head(torch.cat(up, dim=1)))
 
 
-def hrformer_model(
-    weights: str | None = None,
-    size: str | None = None,
-    num_landmarks: int | None = None,
-    scheme: str | None = None,
-    seed: int = 0,
-    **overrides: Any,
-):
-    """HRFormer-style heatmap baseline (sizes tiny/small/base/large; weights=PATH loads a toolkit checkpoint).
-
-    Args:
-        weights: toolkit checkpoint (``{"arch": "hrformer", "config", "scheme", "state_dict"}``); its config wins.
-        size: preset (default ``base``, HRFormer-S widths) when building from scratch.
-        num_landmarks: K (default 98).
-        seed: random initialisation when building from scratch (recorded with the model's configuration).
-        scheme: landmark scheme (default: from K).
-        **overrides: any :class:`HRFormerConfig` field (``widths``, ``heads``, ``window``, ...).
-    """
-    return create_baseline_model("hrformer", weights, size, num_landmarks, scheme, overrides, seed=seed)
+hrformer_model = baseline_factory(
+    "hrformer", "HRFormer-style heatmap baseline", ", HRFormer-S widths", "``widths``, ``heads``, ``window``, ..."
+)

@@ -37,7 +37,14 @@ from wflwv.models.checkpoints import (
 )
 from wflwv.schemes import SCHEMES, get_scheme
 
-__all__ = ["SIZES", "apply_size_preset", "heatmap_head_outputs", "HeatmapLandmarkModel", "create_baseline_model"]
+__all__ = [
+    "SIZES",
+    "apply_size_preset",
+    "heatmap_head_outputs",
+    "HeatmapLandmarkModel",
+    "create_baseline_model",
+    "baseline_factory",
+]
 
 #: Size presets every baseline architecture offers, smallest first. ``tiny`` is for CPU tests; ``large`` is in
 #: the range of the paper's oracle members (about 2B parameters over 45 models).
@@ -204,3 +211,31 @@ def create_baseline_model(
     scheme = scheme or ck_scheme or _default_scheme(config.num_landmarks)
     _check_scheme(scheme, config.num_landmarks)
     return HeatmapLandmarkModel(arch, net, config, scheme, str(weights))
+
+
+def baseline_factory(arch: str, summary: str, size_note: str, fields: str) -> Callable[..., HeatmapLandmarkModel]:
+    """The registered model factory of a heatmap architecture (``unet``, ``hrformer``): a function with the
+    arguments every baseline takes, documented for ``wflwv models`` and ``help()``."""
+
+    def factory(
+        weights: str | None = None,
+        size: str | None = None,
+        num_landmarks: int | None = None,
+        scheme: str | None = None,
+        seed: int = 0,
+        **overrides: Any,
+    ) -> HeatmapLandmarkModel:
+        return create_baseline_model(arch, weights, size, num_landmarks, scheme, overrides, seed=seed)
+
+    factory.__name__ = factory.__qualname__ = f"{arch}_model"
+    factory.__doc__ = f"""{summary} (sizes tiny/small/base/large; weights=PATH loads a toolkit checkpoint).
+
+    Args:
+        weights: toolkit checkpoint (``{{"arch": "{arch}", "config", "scheme", "state_dict"}}``); its config wins.
+        size: preset (default ``base``{size_note}) when building from scratch.
+        num_landmarks: K (default 98).
+        scheme: landmark scheme (default: from K, ``wflw98`` / ``ibug68``).
+        seed: random initialisation when building from scratch (recorded with the model's configuration).
+        **overrides: any config field ({fields}).
+    """
+    return factory

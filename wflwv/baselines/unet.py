@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wflwv.baselines.model import apply_size_preset, create_baseline_model, heatmap_head_outputs
+from wflwv.baselines.model import apply_size_preset, baseline_factory, heatmap_head_outputs
 
 __all__ = ["UNetConfig", "UNetNet", "unet_model"]
 
@@ -107,22 +107,6 @@ class UNetNet(nn.Module):
         return heatmap_head_outputs(self.head(x))
 
 
-def unet_model(
-    weights: str | None = None,
-    size: str | None = None,
-    num_landmarks: int | None = None,
-    scheme: str | None = None,
-    seed: int = 0,
-    **overrides: Any,
-):
-    """UNet heatmap baseline (sizes tiny/small/base/large; weights=PATH loads a toolkit checkpoint).
-
-    Args:
-        weights: toolkit checkpoint (``{"arch": "unet", "config", "scheme", "state_dict"}``); its config wins.
-        size: preset (default ``base``) when building from scratch.
-        num_landmarks: K (default 98).
-        seed: random initialisation when building from scratch (recorded with the model's configuration).
-        scheme: landmark scheme (default: from K, ``wflw98`` / ``ibug68``).
-        **overrides: any :class:`UNetConfig` field (``width``, ``depth``, ``max_width``, ``stem_width``).
-    """
-    return create_baseline_model("unet", weights, size, num_landmarks, scheme, overrides, seed=seed)
+unet_model = baseline_factory(
+    "unet", "UNet heatmap baseline", "", "``width``, ``depth``, ``max_width``, ``stem_width``"
+)
