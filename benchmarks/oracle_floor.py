@@ -55,19 +55,30 @@ ORACLES = {
 DEFAULT = ["dlib68", "dlib68+tta", "unet", "unet+tta", "faceapi68", "faceapi68+tta", "dlib68,unet+tta"]
 
 
-def demo_stills(count: int) -> list[FloorStill]:
-    """``count`` frames spread over the evaluation parts of the three demo videos, each placed by dlib68's labels."""
+def demo_stills(count: int, part: str = "eval") -> list[FloorStill]:
+    """``count`` frames spread over one part of the three demo videos, each placed by dlib68's labels.
+
+    ``part="eval"``: the evaluation part (after ``TRAIN_FRAMES``; all of cap13_edit2), which the shipped networks
+    have not seen. ``part="train"``: the training part of franck and cap12_edit (for choosing settings, so that the
+    evaluation part stays held out).
+    """
     media = fetch_media(log=lambda m: print(m, file=sys.stderr))
     videos = sorted(media.glob("*.mp4"))
+    if part == "train":
+        videos = [v for v in videos if v.name in TRAIN_FRAMES]
+    elif part != "eval":
+        raise ValueError(f"part must be 'train' or 'eval', got {part!r}")
     o, bo = build_oracle_pair(["dlib68"], "", 2)
     detector = make_detector("hog")
     stills = []
+    rounds = (count + len(videos) - 1) // len(videos)
     for i in range(count):
         video = videos[i % len(videos)]
         info = probe_video(video)
-        start = TRAIN_FRAMES.get(video.name, 0)
-        rounds = (count + len(videos) - 1) // len(videos)
-        t = start + int((i // len(videos) + 0.5) / rounds * (info.frame_count - start))
+        lo, hi = (
+            (0, TRAIN_FRAMES[video.name]) if part == "train" else (TRAIN_FRAMES.get(video.name, 0), info.frame_count)
+        )
+        t = lo + int((i // len(videos) + 0.5) / rounds * (hi - lo))
         frame = next(iter_frames(video, t, t + 1))
         stills.append(FloorStill(frame, label_image(o, bo, detector, frame, 2), f"{video.stem}@{t}", info.fps))
     return stills
