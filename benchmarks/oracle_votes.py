@@ -84,6 +84,14 @@ def collect_votes(video: Path, boxes: np.ndarray, member, variants, batch: int =
     return np.concatenate(out, axis=1)
 
 
+#: how the votes (V, T, K, 2) of one member become labels (T, K, 2)
+AGGREGATE = {
+    "mean": lambda v: v.mean(axis=0),
+    "median": lambda v: np.median(v, axis=0),
+    "robust": lambda v: robust_location(v)[0],
+}
+
+
 def floors(labels_of, clips) -> np.ndarray:
     return np.array([nmf_against_motion(labels_of(c), c["motion"])[0] for c in clips])
 
@@ -144,12 +152,7 @@ def main() -> None:
         for how in ("mean", "median", "robust"):
             cells = []
             for n in ns:
-                if how == "mean":
-                    f = floors(lambda c: c["votes"][name][:n].mean(axis=0), clips)
-                elif how == "median":
-                    f = floors(lambda c: np.median(c["votes"][name][:n], axis=0), clips)
-                else:
-                    f = floors(lambda c: robust_location(c["votes"][name][:n])[0], clips)
+                f = floors(lambda c, name=name, n=n, how=how: AGGREGATE[how](c["votes"][name][:n]), clips)
                 st = np.mean([x for x, c in zip(f, clips) if c["preset"] == "static"])
                 sl = np.mean([x for x, c in zip(f, clips) if c["preset"] == "slow"])
                 cells.append(f"{f.mean():5.1f} [{st:4.1f}/{sl:4.1f}]")
