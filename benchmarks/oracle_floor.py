@@ -39,20 +39,26 @@ from wflwv.io import cache_dir  # noqa: E402
 from wflwv.protocol.video import iter_frames, probe_video  # noqa: E402
 
 TTA = "flip,shift,scale"
-#: name -> (members, tta)
+#: name -> (members, tta, combine)
 ORACLES = {
-    "dlib68": (["dlib68"], ""),
-    "dlib68+tta": (["dlib68"], TTA),
-    "unet": (["unet"], ""),
-    "unet+tta": (["unet"], TTA),
-    "ldeq": (["ldeq"], ""),
-    "ldeq+tta": (["ldeq"], TTA),
-    "faceapi68": (["faceapi68"], ""),
-    "faceapi68+tta": (["faceapi68"], TTA),
-    "dlib68,unet+tta": (["dlib68", "unet"], TTA),
-    "dlib68,unet,ldeq+tta": (["dlib68", "unet", "ldeq"], TTA),
+    "dlib68": (["dlib68"], "", "heatmap"),
+    "dlib68+tta": (["dlib68"], TTA, "heatmap"),
+    "unet": (["unet"], "", "heatmap"),
+    "unet+tta": (["unet"], TTA, "heatmap"),
+    "ldeq": (["ldeq"], "", "heatmap"),
+    "ldeq+tta": (["ldeq"], TTA, "heatmap"),
+    "faceapi68": (["faceapi68"], "", "heatmap"),
+    "faceapi68+tta": (["faceapi68"], TTA, "heatmap"),
+    "dlib68,unet+tta": (["dlib68", "unet"], TTA, "heatmap"),
+    "dlib68,unet,ldeq+tta": (["dlib68", "unet", "ldeq"], TTA, "heatmap"),
 }
 DEFAULT = ["dlib68", "dlib68+tta", "unet", "unet+tta", "faceapi68", "faceapi68+tta", "dlib68,unet+tta"]
+
+
+def oracle_pair(name: str, passes: int):
+    """The (oracle, box oracle) pair of a named oracle of :data:`ORACLES`."""
+    members, tta, combine = ORACLES[name]
+    return build_oracle_pair(members, tta, passes, combine=combine)
 
 
 def demo_stills(count: int, part: str = "eval") -> list[FloorStill]:
@@ -106,11 +112,11 @@ def main() -> None:
     )
     rows = []
     for name in args.oracles:
-        members, tta = ORACLES[name]
-        o, bo = build_oracle_pair(members, tta, args.passes)
+        members, tta, combine = ORACLES[name]
+        o, bo = oracle_pair(name, args.passes)
         t0 = time.perf_counter()
         tag = f"{name.replace(',', '_')}-p{args.passes}-crf{args.crf}-{args.interpolation}"
-        res = measure_label_floor(stills, o, bo, oracle_info={"members": members, "tta": tta, "passes": args.passes},
+        res = measure_label_floor(stills, o, bo, oracle_info={"members": members, "tta": tta, "passes": args.passes, "combine": combine},
                                   settings=settings, work=work / tag, progress=True)  # fmt: skip
         f = res.label_floor()
         secs = (time.perf_counter() - t0) / max(len(res.clips), 1)

@@ -171,11 +171,15 @@ def _oracle_identity(oracle_info: dict) -> dict:
     tta = oracle_info.get("tta") or ""
     if not isinstance(tta, str):
         tta = ",".join(tta)
-    return {
+    out = {
         "members": [str(m) for m in oracle_info.get("members", [])],
         "tta": tta,
         "passes": int(oracle_info.get("passes", 2)),
     }
+    combine = oracle_info.get("combine") or "heatmap"
+    if combine != "heatmap":  # records of heatmap oracles keep the key (and resume key) they had before
+        out["combine"] = combine
+    return out
 
 
 def measure_label_floor(
@@ -429,11 +433,11 @@ def build_label_floor(config, oracle: Any = None, log: Callable[[str], None] | N
         return None
     settings = FloorSettings(stills=config.floor_stills, num_frames=config.floor_frames, box_smooth=config.box_smooth,
                              batch_size=config.batch_size)  # fmt: skip
-    info = {"members": list(config.members), "tta": config.tta, "passes": config.passes}
+    info = {"members": list(config.members), "tta": config.tta, "passes": config.passes, "combine": config.combine}
     pair = (
         (oracle, oracle)
         if oracle is not None
-        else build_oracle_pair(config.members, config.tta, config.passes, config.device)
+        else build_oracle_pair(config.members, config.tta, config.passes, config.device, config.combine)
     )
     try:
         stills = dataset_floor_stills(root, settings.stills)
@@ -454,6 +458,7 @@ def audit_label_floor(
     members: Sequence[str] | None = None,
     tta: str | None = None,
     passes: int | None = None,
+    combine: str | None = None,
     settings: FloorSettings | None = None,
     device: str = "cpu",
     oracle: Any = None,
@@ -489,12 +494,13 @@ def audit_label_floor(
         "members": list(members) if members else list(recorded["members"]),
         "tta": tta if tta is not None else recorded.get("tta", ""),
         "passes": int(passes if passes is not None else recorded.get("passes", 2)),
+        "combine": combine or recorded.get("combine") or "heatmap",
     }
     settings = settings or FloorSettings(box_smooth=int(recorded.get("box_smooth", 5)))
     pair = (
         (oracle, oracle)
         if oracle is not None
-        else build_oracle_pair(ident["members"], ident["tta"], ident["passes"], device)
+        else build_oracle_pair(ident["members"], ident["tta"], ident["passes"], device, ident["combine"])
     )
     work = Path(work) if work is not None else root / ".build" / "floor"
     with folder_lock(root, command="wflwv build", other="to audit the dataset once it is written"):
