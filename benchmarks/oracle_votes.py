@@ -104,18 +104,19 @@ def main() -> None:
     ap.add_argument("--members", nargs="+", default=["dlib68", "faceapi68", "unet"], choices=sorted(MEMBERS))
     ap.add_argument("--variants", type=int, default=64, help="jitter variants (the identity is variant 0)")
     ap.add_argument("--jitter", default="1,0.02,1", help="shift (crop px), log-zoom, rotation (deg) half-ranges")
+    ap.add_argument("--blur", type=float, default=0.0, help="Gaussian blur of every variant but the identity (crop px)")
     ap.add_argument("--flip", action="store_true", help="mirror every second jitter variant")
     ap.add_argument("--crf", type=int, default=17)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     shift, zoom, rot = (float(v) for v in args.jitter.split(","))
-    tag = f"j{shift:g}_{zoom:g}_{rot:g}{'f' if args.flip else ''}"
+    tag = f"j{shift:g}_{zoom:g}_{rot:g}{'f' if args.flip else ''}{f'b{args.blur:g}' if args.blur else ''}"
     work = (
         args.work or cache_dir() / "bench" / "oracle-votes"
     ) / f"{args.part}-{args.stills}-f{args.frames}-crf{args.crf}"
     (work / "votes").mkdir(parents=True, exist_ok=True)
     settings = FloorSettings(stills=args.stills, num_frames=args.frames, crf=args.crf)
-    variants = jitter_variants(args.variants - 1, shift, zoom, rot, args.flip)
+    variants = jitter_variants(args.variants - 1, shift, zoom, rot, args.flip, args.blur)
     from wflwv.baselines.ensemble import TTAVariant
 
     variants = [TTAVariant("identity"), *variants]

@@ -163,3 +163,25 @@ def test_robust_ensemble_rejects_a_broken_member():
     assert ens.config()["combine"] == "robust"
     with pytest.raises(ValueError, match="unknown combination"):
         OracleEnsemble(members, combine="vote")
+
+
+def test_fixed_member_weights_ignore_the_spreads_but_still_reject_outliers():
+    locs = np.array([[[0.0, 0.0]], [[1.0, 0.0]], [[0.5, 0.0]], [[60.0, 0.0]]])
+    spreads = np.array([[0.01], [1.0], [0.2], [0.01]])
+    loc, w = combine_members(locs, spreads, min_scale=3.0, prior=np.ones(4))
+    assert np.allclose(w[:3, 0], 1 / 3) and w[3, 0] == 0
+    assert np.allclose(loc[0], [0.5, 0.0])
+    with pytest.raises(ValueError, match="member weights"):
+        combine_members(locs, spreads, prior=np.ones(3))
+
+
+def test_ensemble_member_weight_options():
+    members = [Staircase(), Staircase()]
+    with pytest.raises(ValueError, match="member_weights"):
+        OracleEnsemble(members, combine="robust", member_weights="loud")
+    with pytest.raises(ValueError, match="2 non-negative numbers"):
+        OracleEnsemble(members, combine="robust", member_weights=[1.0])
+    ens = OracleEnsemble(members, tta="jitter:4", flip_index=[0, 1], combine="robust", member_weights=[3.0, 1.0])
+    ens.predict(_blob(100.0, 100.0), [None], _frames(1))
+    assert np.allclose(ens.last_member_weights[:, 0, 0], [0.75, 0.25])
+    assert ens.config()["member_weights"] == [3.0, 1.0]

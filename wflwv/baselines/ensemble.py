@@ -67,6 +67,8 @@ __all__ = [
     "make_oracle",
 ]
 COMBINE_MODES = ("heatmap", "robust", "mean")
+#: default smallest robust scale of the members' disagreement, crop pixels (see wflwv.baselines.robust)
+ROBUST_MIN_SCALE = 3.0
 
 _CENTRE = (CROP_SIZE - 1) / 2.0
 _DEFAULT_SHIFT = 8.0
@@ -84,6 +86,7 @@ class TTAVariant:
         scale: zoom factor about the crop centre (> 1 enlarges the face).
         shift: (dx, dy) crop pixels by which the content moves.
         rotate: in-plane rotation of the content about the crop centre, degrees (positive = clockwise on screen).
+        blur: standard deviation (crop pixels) of a Gaussian blur applied after the warp (0 = none).
     """
 
     name: str
@@ -91,6 +94,7 @@ class TTAVariant:
     scale: float = 1.0
     shift: tuple[float, float] = (0.0, 0.0)
     rotate: float = 0.0
+    blur: float = 0.0
 
     def matrix(self) -> np.ndarray:
         """(3, 3) affine matrix taking original crop pixels to augmented crop pixels."""
@@ -114,8 +118,9 @@ def _halton(index: int, base: int) -> float:
     return r
 
 
-#: defaults of ``jitter``: half-ranges of the uniform shift (crop pixels), log-zoom and rotation (degrees)
-JITTER_DEFAULTS = {"shift": 1.0, "scale": 0.02, "rotate": 1.0}
+#: defaults of ``jitter``: half-ranges of the uniform shift (crop pixels), log-zoom and rotation (degrees), and the
+#: Gaussian blur (crop pixels) applied to every jittered crop
+JITTER_DEFAULTS = {"shift": 1.0, "scale": 0.02, "rotate": 1.0, "blur": 0.0}
 
 
 def jitter_variants(
@@ -124,6 +129,7 @@ def jitter_variants(
     scale: float = JITTER_DEFAULTS["scale"],
     rotate: float = JITTER_DEFAULTS["rotate"],
     flip: bool = False,
+    blur: float = JITTER_DEFAULTS["blur"],
 ) -> list[TTAVariant]:
     """``count`` small sub-pixel perturbations of the crop, spread evenly (a Halton sequence, no randomness).
 
@@ -133,10 +139,12 @@ def jitter_variants(
     evenly. A member whose output is quantised (dlib returns whole pixels of an enlarged crop) or depends on its input
     in steps (regression trees compare pixel pairs) answers each variant a little differently, and the average over
     the variants is a smooth, sub-pixel function of where the face is. ``flip``: every second variant is mirrored too.
+    ``blur``: every variant is also blurred (Gaussian, crop pixels), which makes members less sensitive to pixel noise
+    such as video coding noise.
     """
     if count < 1:
         raise ValueError(f"jitter needs at least one variant, got {count}")
-    if shift < 0 or scale < 0 or rotate < 0:
+    if shift < 0 or scale < 0 or rotate < 0 or blur < 0:
         raise ValueError("jitter ranges must be >= 0")
     out = []
     for i in range(1, count + 1):
@@ -150,6 +158,7 @@ def jitter_variants(
                 scale=z,
                 shift=(u * shift, v * shift),
                 rotate=r * rotate,
+                blur=float(blur),
             )
         )
     return out
@@ -157,7 +166,7 @@ def jitter_variants(
 
 _TTA_HELP = (
     "use 'flip', 'shift[:D]' (pixels), 'scale[:A/B]' (zoom factors), 'rotate[:DEG]' or "
-    "'jitter:N[/shift=S][/scale=Z][/rotate=R][/flip]'"
+    "'jitter:N[/shift=S][/scale=Z][/rotate=R][/blur=B][/flip]'"
 )
 
 
@@ -176,7 +185,7 @@ def _parse_jitter(arg: str) -> list[TTAVariant]:
             opts[key] = float(val)
         else:
             raise ValueError
-    return jitter_variants(count, opts["shift"], opts["scale"], opts["rotate"], flip)
+    return jitter_variants(count, opts["shift"], opts["scale"], opts["rotate"], flip, opts["blur"])
 
 
 def parse_tta(specs: Sequence[str] | str | None) -> list[TTAVariant]:
@@ -230,6 +239,21 @@ def parse_tta(specs: Sequence[str] | str | None) -> list[TTAVariant]:
                 f"jitter a count >= 1 and known keys ({_TTA_HELP})"
             ) from None
     return variants
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) images (``sigma`` pixels, kernel +-3 sigma, edges replicated)."""
+    if sigma <= 0:
+        return images
+    r = max(1, int(np.ceil(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = images.shape[1]
+    out = F.pad(images, (r, r, 0, 0), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, r, r), mode="replicate")
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def _apply(m: np.ndarray, pts: torch.Tensor) -> torch.Tensor:
@@ -298,6 +322,8 @@ class OracleEnsemble(LandmarkModel):
         heatmap_size: int = HEATMAP_SIZE,
         flip_index: Sequence[int] | None = None,
         combine: str = "heatmap",
+        member_weights: str | Sequence[float] | None = None,
+        outlier_scale: float = ROBUST_MIN_SCALE,
     ):
         """
         Args:
@@ -307,6 +333,11 @@ class OracleEnsemble(LandmarkModel):
                 peak out; point members vote with Gaussians), ``"robust"`` (per member a robust mean of its votes
                 and their spread, then the spread-weighted Hampel mean across members,
                 :mod:`wflwv.baselines.robust`) or ``"mean"`` (the plain mean of all votes).
+            member_weights: for ``combine="robust"``: None (equal), ``"spread"`` (per frame and landmark, inverse
+                of each member's spread over its variants: see :mod:`wflwv.baselines.robust` for why this flickers
+                more) or one number per member.
+            outlier_scale: for ``combine="robust"``: the smallest robust scale (crop pixels) of the members'
+                disagreement; members closer than twice this to the consensus keep their full weight.
             sigma: width (cells of the output heatmap) of the Gaussians drawn for point-only members.
             heatmap_size: side of the averaged heatmap grid (64 = the baselines' resolution).
             flip_index: flip permutation (K,) to use instead of the scheme's (needed for a custom K).
@@ -335,6 +366,17 @@ class OracleEnsemble(LandmarkModel):
         if combine not in COMBINE_MODES:
             raise ValueError(f"unknown combination {combine!r}; use one of {', '.join(COMBINE_MODES)}")
         self.combine = combine
+        if isinstance(member_weights, str):
+            if member_weights != "spread":
+                raise ValueError(f"member_weights must be None, 'spread' or numbers, got {member_weights!r}")
+        elif member_weights is not None:
+            member_weights = [float(w) for w in member_weights]
+            if len(member_weights) != len(members) or min(member_weights) < 0 or not sum(member_weights) > 0:
+                raise ValueError(f"member_weights needs {len(members)} non-negative numbers, not all 0")
+        self.member_weights = member_weights
+        if outlier_scale <= 0:
+            raise ValueError(f"outlier_scale must be > 0, got {outlier_scale}")
+        self.outlier_scale = float(outlier_scale)
         #: (M, N, K) weights of the members in the last batch's robust combination (None for other modes)
         self.last_member_weights: np.ndarray | None = None
         #: (N, K) per-landmark variance of all votes of the last batch, crop pixels squared
@@ -392,7 +434,7 @@ class OracleEnsemble(LandmarkModel):
         k_seen = None
         for vi, variant in enumerate(self.variants):
             m = variant.matrix()
-            aug_cpu = warp_images(images, m)  # once per variant, shared by the members
+            aug_cpu = gaussian_blur(warp_images(images, m), variant.blur)  # once per variant, shared by the members
             aug_frames = self._frames_for(frames, m)
             for mi, member in enumerate(self.members):
                 member_states = [None if st is None else st[mi][vi] for st in states]
@@ -442,8 +484,14 @@ class OracleEnsemble(LandmarkModel):
             landmarks = all_votes.mean(dim=0).numpy()
         else:
             per_member = [robust_location(torch.stack(v).numpy()) for v in votes]
+            prior = None
+            if self.member_weights != "spread":
+                prior = np.ones(len(self.members)) if self.member_weights is None else np.array(self.member_weights)
             landmarks, weights = combine_members(
-                np.stack([loc for loc, _ in per_member]), np.stack([spr for _, spr in per_member])
+                np.stack([loc for loc, _ in per_member]),
+                np.stack([spr for _, spr in per_member]),
+                min_scale=self.outlier_scale,
+                prior=prior,
             )
             self.last_member_weights = weights
         variance = all_votes.var(dim=0, unbiased=False).sum(dim=-1)  # (N, K)
@@ -464,6 +512,8 @@ class OracleEnsemble(LandmarkModel):
             "sigma": self.sigma,
             "heatmap_size": self.heatmap_size,
             "combine": self.combine,
+            "member_weights": self.member_weights,
+            "outlier_scale": self.outlier_scale,
         }
 
 

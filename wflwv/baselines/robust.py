@@ -7,14 +7,24 @@ grid; here the votes stay points and are combined in two steps:
 1. **Per member** (:func:`robust_location` over its variants): a location and a *spread*, the (weighted) variance of
    the member's own votes around it. A member that answers the same face differently when the crop moves by a
    fraction of a pixel has a large spread: it is noisy there.
-2. **Across members** (:func:`combine_members`): an iteratively reweighted mean of the member locations with weight
-   ``1 / (spread_m + floor)`` (inverse variance: steady members count more) times a robustness factor that falls to
-   zero for a member far from the consensus (Hampel's three-part redescending weight of the distance in units of
-   the members' spread and the robust scale of their disagreement).
+2. **Across members** (:func:`combine_members`): an iteratively reweighted mean of the member locations with a
+   prior weight per member times a robustness factor that falls to zero for a member far from the consensus
+   (Hampel's three-part redescending weight of the distance in units of the members' spread and the robust scale of
+   their disagreement, never less than ``min_scale``). The prior weight is ``1 / (spread_m + floor)`` (inverse
+   variance: steady members count more) or fixed numbers.
 
-With no outlier (every standardised distance <= ``a``) the result is exactly the inverse-variance weighted mean,
-hence the plain mean when the spreads are equal; a member beyond ``c`` robust scales gets weight 0 and does not move
-the result at all; in between its weight falls continuously.
+With no outlier (every standardised distance <= ``a``) the result is exactly the prior-weighted mean, hence the
+plain mean when the spreads are equal; a member beyond ``c`` robust scales gets weight 0 and does not move the
+result at all; in between its weight falls continuously.
+
+**Weights that change from frame to frame make labels flicker.** Members disagree by a few pixels in a steady way
+(dlib's and face-api's jaw lines differ by conventions, not by noise); any per-frame change of their weights moves
+the label along that disagreement. Measured on exact-motion clips (docs/oracle.md), per-frame inverse-spread weights
+and a small ``min_scale`` doubled the flicker of a dlib68 + face-api ensemble against equal weights. So the oracle
+(:class:`wflwv.baselines.ensemble.OracleEnsemble`, ``combine="robust"``) uses fixed member weights and a
+``min_scale`` of a few crop pixels by default: ordinary disagreement stays in Hampel's flat part (weight exactly 1)
+and only a member that fails grossly on a frame (tens of pixels off) is down-weighted or dropped; per-frame spread
+weights are an option (``member_weights="spread"``).
 
 Everything works per landmark and per image on arrays ``(M, ..., 2)``; no I/O.
 """
@@ -99,8 +109,9 @@ def combine_members(
     spread_floor: float = 0.01,
     min_scale: float = 0.05,
     iters: int = 20,
+    prior: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Combine member estimates: inverse-spread weights, outlying members down-weighted (Hampel IRLS).
+    """Combine member estimates: inverse-spread (or fixed) weights, outlying members down-weighted (Hampel IRLS).
 
     Args:
         locations: (M, ..., 2) one location per member (pixels), e.g. from :func:`robust_location`.
@@ -108,6 +119,8 @@ def combine_members(
         spread_floor: added to every spread (pixels squared), so a member with one vote (spread 0) or a
             quantised member that answered all variants alike does not take all the weight.
         min_scale: smallest robust scale of the members' disagreement (pixels).
+        prior: (M,) fixed member weights used instead of the inverse spreads (the spreads then only widen each
+            member's tolerance in the outlier test).
     Returns:
         ``(location, weights)``: (..., 2) the combined location and (M, ...) the final weights, normalised to sum
         1 over members (inverse spread times robustness).
@@ -118,7 +131,13 @@ def combine_members(
         raise ValueError(f"locations must be (M, ..., 2) and spreads (M, ...), got {loc_m.shape} and {spr.shape}")
     if spread_floor <= 0 or np.any(spr < 0) or not np.all(np.isfinite(spr)):
         raise ValueError("spreads must be finite and >= 0, spread_floor > 0")
-    prior = 1.0 / (spr + spread_floor)
+    if prior is None:
+        prior = 1.0 / (spr + spread_floor)
+    else:
+        prior = np.asarray(prior, dtype=np.float64)
+        if prior.shape != (loc_m.shape[0],) or np.any(prior < 0) or not prior.sum() > 0:
+            raise ValueError(f"prior must be {loc_m.shape[0]} non-negative member weights, not all 0; got {prior}")
+        prior = np.broadcast_to(prior.reshape((-1,) + (1,) * (spr.ndim - 1)), spr.shape)
     loc, robust = _irls(loc_m, prior, 2.0 * spr, min_scale, iters)
     w = prior * robust
     w = np.where(w.sum(axis=0, keepdims=True) > 0, w, prior)
