@@ -40,6 +40,9 @@ from wflwv.io import cache_dir  # noqa: E402
 from wflwv.protocol.video import iter_frames, probe_video  # noqa: E402
 
 TTA = "flip,shift,scale"
+J8 = "jitter:8/shift=2/scale=0.04/rotate=2/flip"
+J16 = "jitter:16/shift=2/scale=0.04/rotate=2/flip"
+J32 = "jitter:32/shift=2/scale=0.04/rotate=2/flip"
 #: name -> (members, tta, combine)
 ORACLES = {
     "dlib68": (["dlib68"], "", "heatmap"),
@@ -52,6 +55,16 @@ ORACLES = {
     "faceapi68+tta": (["faceapi68"], TTA, "heatmap"),
     "dlib68,unet+tta": (["dlib68", "unet"], TTA, "heatmap"),
     "dlib68,unet,ldeq+tta": (["dlib68", "unet", "ldeq"], TTA, "heatmap"),
+    # sub-pixel jitter (docs/oracle.md): N Halton-spread perturbations, every second mirrored
+    "dlib68+j16": (["dlib68"], J16, "mean"),
+    "dlib68+j32": (["dlib68"], J32, "mean"),
+    "faceapi68+j16": (["faceapi68"], J16, "mean"),
+    "faceapi68-tiny+j16": (["faceapi68-tiny"], J16, "mean"),
+    "unet+j16": (["unet"], J16, "mean"),
+    "dlib68,faceapi68+j16": (["dlib68", "faceapi68"], J16, "robust"),
+    "dlib68,faceapi68+j16/heatmap": (["dlib68", "faceapi68"], J16, "heatmap"),
+    "dlib68,faceapi68,unet+j16": (["dlib68", "faceapi68", "unet"], J16, "robust"),
+    "dlib68,faceapi68+j8": (["dlib68", "faceapi68"], J8, "robust"),
 }
 DEFAULT = ["dlib68", "dlib68+tta", "unet", "unet+tta", "faceapi68", "faceapi68+tta", "dlib68,unet+tta"]
 
