@@ -14,9 +14,9 @@ from wflwv.build.acquire import LICENCE_PATTERN, DownloadOptions
 
 #: the default oracle of `wflwv build` and of exact-motion datasets from unlabelled stills (members, test-time
 #: augmentation, combination of the votes); chosen by measurement, see docs/oracle.md
-DEFAULT_MEMBERS: tuple[str, ...] = ("dlib68",)
-DEFAULT_TTA = "flip,shift,scale"
-DEFAULT_COMBINE = "heatmap"
+DEFAULT_MEMBERS: tuple[str, ...] = ("dlib68", "faceapi68")
+DEFAULT_TTA = "jitter:16/shift=2/scale=0.04/rotate=2/flip"
+DEFAULT_COMBINE = "robust"
 
 __all__ = ["BuildConfig", "BuildSummary", "BuildError", "SIDECAR_SUFFIX", "config_hash"]
 
