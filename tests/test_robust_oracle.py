@@ -185,3 +185,19 @@ def test_ensemble_member_weight_options():
     ens.predict(_blob(100.0, 100.0), [None], _frames(1))
     assert np.allclose(ens.last_member_weights[:, 0, 0], [0.75, 0.25])
     assert ens.config()["member_weights"] == [3.0, 1.0]
+
+
+def test_the_default_oracle_is_well_formed():
+    from wflwv.baselines.ensemble import COMBINE_MODES
+    from wflwv.build.config import DEFAULT_COMBINE, DEFAULT_MEMBERS, DEFAULT_TTA, BuildConfig
+    from wflwv.models.registry import list_models
+
+    variants = parse_tta(DEFAULT_TTA)
+    assert len(variants) == 17 and sum(v.flip for v in variants) == 8
+    assert max(abs(v.shift[0]) for v in variants) <= 2.0 and max(abs(v.rotate) for v in variants) <= 2.0
+    assert DEFAULT_COMBINE in COMBINE_MODES
+    assert set(DEFAULT_MEMBERS) <= set(list_models())
+    cfg = BuildConfig(out="x", local=["y"])
+    assert (tuple(cfg.members), cfg.tta, cfg.combine) == (DEFAULT_MEMBERS, DEFAULT_TTA, DEFAULT_COMBINE)
+    # the combination is part of what the labels depend on (a changed rule relabels)
+    assert BuildConfig(out="x", local=["y"], combine="heatmap").label_key() != cfg.label_key()
