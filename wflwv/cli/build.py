@@ -122,14 +122,14 @@ def parse_rate(text: str | None) -> float | None:
     default=DEFAULT_TTA,
     show_default=True,
     help="Test-time augmentations of the oracle: flip, shift[:PIXELS], scale[:A/B], rotate[:DEG], "
-    "jitter:N[/shift=S/scale=Z/rotate=R/flip] (N sub-pixel perturbations); 'none' for none.",
+    "jitter:N[/shift=S/scale=Z/rotate=R/blur=B/flip] (N sub-pixel perturbations); 'none' for none.",
 )
 @click.option(
     "--combine",
     type=click.Choice(["heatmap", "robust", "mean"]),
     default=DEFAULT_COMBINE,
     show_default=True,
-    help="How the oracle's votes become a label: heatmap averaging, a robust spread-weighted mean, or the mean.",
+    help="How the oracle's votes become a label: heatmap averaging, a robust mean (per member, then across members with gross outliers dropped), or the plain mean.",
 )
 @click.option(
     "--passes",
