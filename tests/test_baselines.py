@@ -388,8 +388,8 @@ def test_tta_geometry_is_undone_exactly():
         "shift(0,8)",
         "shift(0,-8)",
     ]
-    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
-        parse_tta(["rotate"])
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'twist'"):
+        parse_tta(["twist"])
     with pytest.raises(ValueError, match="scales > 0"):
         parse_tta(["scale:0"])
 

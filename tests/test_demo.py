@@ -27,3 +27,35 @@ def test_fetch_from_folder_checks_names_and_sizes(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(demo.DemoError, match="no franck.mp4 found"):
         demo.fetch_media(from_dir=tmp_path / "empty", dest=tmp_path / "media3", log=lambda m: None)
+
+
+def _summary(folder, floor, nmf):
+    import json
+
+    folder.mkdir(parents=True)
+    sets = {
+        "none": {"splits": {s: {"nme": 2.0, "nmf": nmf} for s in ("hard", "easy", "all")}},
+        "ema(alpha=0.5)": {"splits": {"all": {"nme": 2.5, "nmf": nmf / 2}}},
+    }
+    body = {"sets": sets}
+    if floor is not None:
+        body["label_floor"] = {"nmf": floor}
+    (folder / "summary.json").write_text(json.dumps(body))
+    return folder
+
+
+def test_results_page_puts_the_floor_beside_every_nmf(tmp_path):
+    page = demo.results_markdown(
+        {
+            "Real clips": {"ldeq": _summary(tmp_path / "a", 12.5, 100.0), "unet": _summary(tmp_path / "b", 12.5, 80.0)},
+            "Exact clips": {"ldeq": _summary(tmp_path / "c", 0.0, 50.0)},
+            "Unmeasured": {"ldeq": _summary(tmp_path / "d", None, 50.0)},
+        }
+    )
+    assert "## Real clips (label floor: NMF 12.5)" in page
+    assert "## Exact clips (label floor: NMF 0)" in page
+    assert "not measured" in page
+    head = next(line for line in page.splitlines() if line.startswith("| Model"))
+    assert head.count("(floor 12.5)") == 3
+    assert "| ldeq | — | 2 | 100 | 2 | 100 | 2 | 100 |" in page
+    assert "| unet | ema(alpha=0.5) | - | - | - | - | 2.5 | 40 |" in page

@@ -12,12 +12,21 @@ centres are integers):
   landmark scheme's flip permutation (:attr:`wflwv.schemes.LandmarkScheme.flip`).
 * ``"shift"`` / ``"shift:D"``: the crop content moved by ``D`` pixels (default 8) left, right, up and down.
 * ``"scale"`` / ``"scale:A,B,..."``: the content zoomed by each factor about the centre (default 0.9 and 1.1).
+* ``"rotate"`` / ``"rotate:DEG"``: the content rotated by +-DEG degrees about the centre (default 3).
+* ``"jitter:N[/shift=S][/scale=Z][/rotate=R][/flip]"``: N sub-pixel perturbations (fractional shifts, small zooms
+  and rotations spread evenly, :func:`jitter_variants`) so that members with quantised or step-like outputs
+  dither and their average becomes a smooth, sub-pixel function of the face's position.
+
+With ``combine="robust"`` (or ``"mean"``) the votes are not turned into heatmaps: each member's votes give a
+robust location and a spread, and the members are combined with inverse-spread weights and Hampel's redescending
+weights against outliers (:mod:`wflwv.baselines.robust`).
 
 The un-augmented crop is always included. Augmented crops are resampled bilinearly with zero padding; a
 member's heatmaps are brought back to the original crop by bicubic resampling on the output grid (accurate to
 about 0.2 crop pixels; a landmark pushed out of an augmented crop by a zoom or shift votes less accurately).
 
-Outputs: landmarks (N, K, 2) crop pixels; heatmaps (N, K, S, S) the averaged maps (each sums to 1);
+Outputs: landmarks (N, K, 2) crop pixels; heatmaps (N, K, S, S) the averaged maps (each sums to 1; None unless
+``combine="heatmap"``);
 ``stats["ensemble_var"]`` (N,), the per-frame mean over landmarks of the per-landmark variance of all votes
 (every member on every TTA variant, mapped back to the crop): ``var(x) + var(y)`` in crop pixels squared. The
 full (N, K) per-landmark variance of the last batch is kept in :attr:`OracleEnsemble.last_landmark_var`.
@@ -41,15 +50,30 @@ from wflwv.baselines.heatmaps import (
     normalise_heatmaps,
     points_to_heatmaps,
 )
+from wflwv.baselines.robust import combine_members, robust_location
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel, ModelOutput
 from wflwv.models.registry import create_model
 from wflwv.schemes import get_scheme
 
-__all__ = ["TTAVariant", "parse_tta", "warp_images", "warp_heatmaps", "OracleEnsemble", "build_member", "make_oracle"]
+__all__ = [
+    "COMBINE_MODES",
+    "TTAVariant",
+    "jitter_variants",
+    "parse_tta",
+    "warp_images",
+    "warp_heatmaps",
+    "OracleEnsemble",
+    "build_member",
+    "make_oracle",
+]
+COMBINE_MODES = ("heatmap", "robust", "mean")
+#: default smallest robust scale of the members' disagreement, crop pixels (see wflwv.baselines.robust)
+ROBUST_MIN_SCALE = 3.0
 
 _CENTRE = (CROP_SIZE - 1) / 2.0
 _DEFAULT_SHIFT = 8.0
 _DEFAULT_SCALES = (0.9, 1.1)
+_DEFAULT_ROTATE = 3.0
 
 
 @dataclass(frozen=True)
@@ -57,31 +81,126 @@ class TTAVariant:
     """One test-time augmentation of the crop.
 
     Attributes:
-        name: label, e.g. ``"identity"``, ``"flip"``, ``"shift(8,0)"``, ``"scale(1.1)"``.
-        flip: mirror horizontally.
+        name: label, e.g. ``"identity"``, ``"flip"``, ``"shift(8,0)"``, ``"scale(1.1)"``, ``"rotate(3)"``.
+        flip: mirror horizontally (applied first).
         scale: zoom factor about the crop centre (> 1 enlarges the face).
         shift: (dx, dy) crop pixels by which the content moves.
+        rotate: in-plane rotation of the content about the crop centre, degrees (positive = clockwise on screen).
+        blur: standard deviation (crop pixels) of a Gaussian blur applied after the warp (0 = none).
     """
 
     name: str
     flip: bool = False
     scale: float = 1.0
     shift: tuple[float, float] = (0.0, 0.0)
+    rotate: float = 0.0
+    blur: float = 0.0
 
     def matrix(self) -> np.ndarray:
         """(3, 3) affine matrix taking original crop pixels to augmented crop pixels."""
         c = _CENTRE
-        m = np.diag([-self.scale if self.flip else self.scale, self.scale, 1.0])
-        m[0, 2] = c + self.shift[0] - m[0, 0] * c
-        m[1, 2] = c + self.shift[1] - m[1, 1] * c
+        a = np.radians(self.rotate)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        lin = self.scale * rot @ np.diag([-1.0 if self.flip else 1.0, 1.0])
+        m = np.eye(3)
+        m[:2, :2] = lin
+        m[:2, 2] = np.array([c + self.shift[0], c + self.shift[1]]) - lin @ np.array([c, c])
         return m
 
 
-def parse_tta(specs: Sequence[str] | str | None) -> list[TTAVariant]:
-    """Expand TTA names (``"flip"``, ``"shift"``, ``"shift:12"``, ``"scale"``, ``"scale:0.85,1.15"``) into variants.
+def _halton(index: int, base: int) -> float:
+    """The ``index``-th (1-based) element of the van der Corput sequence in ``base``: evenly spread in [0, 1)."""
+    f, r = 1.0, 0.0
+    while index > 0:
+        f /= base
+        r += f * (index % base)
+        index //= base
+    return r
 
-    A comma-separated string is accepted too (``"flip,shift"``; the values of ``scale:`` are then separated by
-    ``/``, e.g. ``"flip,scale:0.9/1.1"``). The identity comes first and is always present.
+
+#: defaults of ``jitter``: half-ranges of the uniform shift (crop pixels), log-zoom and rotation (degrees), and the
+#: Gaussian blur (crop pixels) applied to every jittered crop
+JITTER_DEFAULTS = {"shift": 1.0, "scale": 0.02, "rotate": 1.0, "blur": 0.0}
+
+
+def jitter_variants(
+    count: int,
+    shift: float = JITTER_DEFAULTS["shift"],
+    scale: float = JITTER_DEFAULTS["scale"],
+    rotate: float = JITTER_DEFAULTS["rotate"],
+    flip: bool = False,
+    blur: float = JITTER_DEFAULTS["blur"],
+) -> list[TTAVariant]:
+    """``count`` small sub-pixel perturbations of the crop, spread evenly (a Halton sequence, no randomness).
+
+    Variant ``i`` shifts the content by ``(u, v)`` with ``u, v`` in ``[-shift, shift]`` crop pixels, zooms by
+    ``exp(w)`` with ``w`` in ``[-scale, scale]`` and rotates by ``r`` in ``[-rotate, rotate]`` degrees; ``(u, v, w, r)``
+    are the Halton points in bases 2, 3, 5, 7 mapped onto those ranges, so every fraction of a pixel is visited
+    evenly. A member whose output is quantised (dlib returns whole pixels of an enlarged crop) or depends on its input
+    in steps (regression trees compare pixel pairs) answers each variant a little differently, and the average over
+    the variants is a smooth, sub-pixel function of where the face is. ``flip``: every second variant is mirrored too.
+    ``blur``: every variant is also blurred (Gaussian, crop pixels), which makes members less sensitive to pixel noise
+    such as video coding noise.
+    """
+    if count < 1:
+        raise ValueError(f"jitter needs at least one variant, got {count}")
+    if shift < 0 or scale < 0 or rotate < 0 or blur < 0:
+        raise ValueError("jitter ranges must be >= 0")
+    out = []
+    for i in range(1, count + 1):
+        u, v, w, r = (2 * _halton(i, b) - 1 for b in (2, 3, 5, 7))
+        mirrored = flip and i % 2 == 0
+        z = float(np.exp(w * scale))
+        out.append(
+            TTAVariant(
+                f"jitter{i}({u * shift:+.3f},{v * shift:+.3f},x{z:.4f},{r * rotate:+.2f}deg{',flip' if mirrored else ''})",
+                flip=mirrored,
+                scale=z,
+                shift=(u * shift, v * shift),
+                rotate=r * rotate,
+                blur=float(blur),
+            )
+        )
+    return out
+
+
+_TTA_HELP = (
+    "use 'flip', 'shift[:D]' (pixels), 'scale[:A/B]' (zoom factors), 'rotate[:DEG]' or "
+    "'jitter:N[/shift=S][/scale=Z][/rotate=R][/blur=B][/flip]'"
+)
+
+
+def _parse_jitter(arg: str) -> list[TTAVariant]:
+    parts = [p.strip() for p in arg.split("/") if p.strip()]
+    if not parts:
+        raise ValueError
+    count = int(parts[0])
+    opts: dict[str, Any] = dict(JITTER_DEFAULTS)
+    flip = False
+    for part in parts[1:]:
+        key, eq, val = part.partition("=")
+        if key == "flip" and not eq:
+            flip = True
+        elif key in opts and eq:
+            opts[key] = float(val)
+        else:
+            raise ValueError
+    return jitter_variants(count, opts["shift"], opts["scale"], opts["rotate"], flip, opts["blur"])
+
+
+def parse_tta(specs: Sequence[str] | str | None) -> list[TTAVariant]:
+    """Expand test-time augmentation names into variants. The identity comes first and is always present.
+
+    * ``flip``: the mirrored crop (landmarks relabelled with the scheme's flip permutation).
+    * ``shift`` / ``shift:D``: content moved by ``D`` crop pixels (default 8) left, right, up and down (4 variants).
+    * ``scale`` / ``scale:A/B/...``: content zoomed by each factor about the centre (default 0.9 and 1.1).
+    * ``rotate`` / ``rotate:DEG``: content rotated by ``+DEG`` and ``-DEG`` degrees (default 3; 2 variants).
+    * ``jitter:N`` / ``jitter:N/shift=S/scale=Z/rotate=R/flip``: ``N`` sub-pixel perturbations spread evenly over
+      shifts in ``[-S, S]`` crop pixels (default 1), zooms in ``[e^-Z, e^Z]`` (default 0.02) and rotations in
+      ``[-R, R]`` degrees (default 1); ``/flip`` mirrors every second one (:func:`jitter_variants`).
+
+    A comma-separated string is accepted too (``"flip,shift"``); values inside one name are then separated by ``/``
+    (``"flip,scale:0.9/1.1,jitter:16/shift=0.5"``); ``scale:0.85,1.15`` works in a list.
     """
     if specs is None:
         specs = []
@@ -105,18 +224,36 @@ def parse_tta(specs: Sequence[str] | str | None) -> list[TTAVariant]:
                 if any(f <= 0 for f in factors):
                     raise ValueError
                 variants += [TTAVariant(f"scale({f:g})", scale=f) for f in factors]
+            elif name == "rotate":
+                deg = float(arg) if arg else _DEFAULT_ROTATE
+                variants += [TTAVariant(f"rotate({d:g})", rotate=d) for d in (deg, -deg)]
+            elif name == "jitter":
+                variants += _parse_jitter(arg)
             else:
                 raise KeyError
         except KeyError:
-            raise ValueError(
-                f"unknown test-time augmentation {raw!r}; use 'flip', 'shift', 'shift:D' (pixels), 'scale' or "
-                "'scale:A,B' (zoom factors)"
-            ) from None
+            raise ValueError(f"unknown test-time augmentation {raw!r}; {_TTA_HELP}") from None
         except ValueError:
             raise ValueError(
-                f"bad test-time augmentation {raw!r}: shifts and scales need numbers, scales > 0"
+                f"bad test-time augmentation {raw!r}: shifts, scales and angles need numbers, scales > 0, "
+                f"jitter a count >= 1 and known keys ({_TTA_HELP})"
             ) from None
     return variants
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) images (``sigma`` pixels, kernel +-3 sigma, edges replicated)."""
+    if sigma <= 0:
+        return images
+    r = max(1, int(np.ceil(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = images.shape[1]
+    out = F.pad(images, (r, r, 0, 0), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, r, r), mode="replicate")
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def _apply(m: np.ndarray, pts: torch.Tensor) -> torch.Tensor:
@@ -184,11 +321,23 @@ class OracleEnsemble(LandmarkModel):
         sigma: float = DEFAULT_SIGMA,
         heatmap_size: int = HEATMAP_SIZE,
         flip_index: Sequence[int] | None = None,
+        combine: str = "heatmap",
+        member_weights: str | Sequence[float] | None = None,
+        outlier_scale: float = ROBUST_MIN_SCALE,
     ):
         """
         Args:
             members: the models to combine; they must agree on the landmark scheme (and on K).
             tta: test-time augmentations (see :func:`parse_tta`); the identity is always used.
+            combine: how the votes become one landmark: ``"heatmap"`` (average the heatmaps of all votes, read the
+                peak out; point members vote with Gaussians), ``"robust"`` (per member a robust mean of its votes
+                and their spread, then the spread-weighted Hampel mean across members,
+                :mod:`wflwv.baselines.robust`) or ``"mean"`` (the plain mean of all votes).
+            member_weights: for ``combine="robust"``: None (equal), ``"spread"`` (per frame and landmark, inverse
+                of each member's spread over its variants: see :mod:`wflwv.baselines.robust` for why this flickers
+                more) or one number per member.
+            outlier_scale: for ``combine="robust"``: the smallest robust scale (crop pixels) of the members'
+                disagreement; members closer than twice this to the consensus keep their full weight.
             sigma: width (cells of the output heatmap) of the Gaussians drawn for point-only members.
             heatmap_size: side of the averaged heatmap grid (64 = the baselines' resolution).
             flip_index: flip permutation (K,) to use instead of the scheme's (needed for a custom K).
@@ -214,6 +363,22 @@ class OracleEnsemble(LandmarkModel):
         self.sigma = float(sigma)
         self.heatmap_size = int(heatmap_size)
         self.flip_index = None if flip_index is None else np.asarray(flip_index, dtype=np.int64)
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"unknown combination {combine!r}; use one of {', '.join(COMBINE_MODES)}")
+        self.combine = combine
+        if isinstance(member_weights, str):
+            if member_weights != "spread":
+                raise ValueError(f"member_weights must be None, 'spread' or numbers, got {member_weights!r}")
+        elif member_weights is not None:
+            member_weights = [float(w) for w in member_weights]
+            if len(member_weights) != len(members) or min(member_weights) < 0 or not sum(member_weights) > 0:
+                raise ValueError(f"member_weights needs {len(members)} non-negative numbers, not all 0")
+        self.member_weights = member_weights
+        if outlier_scale <= 0:
+            raise ValueError(f"outlier_scale must be > 0, got {outlier_scale}")
+        self.outlier_scale = float(outlier_scale)
+        #: (M, N, K) weights of the members in the last batch's robust combination (None for other modes)
+        self.last_member_weights: np.ndarray | None = None
         #: (N, K) per-landmark variance of all votes of the last batch, crop pixels squared
         self.last_landmark_var: np.ndarray | None = None
         #: (V, N, K, 2) every vote (member-major, then TTA variant) of the last batch, in original crop pixels
@@ -273,15 +438,17 @@ class OracleEnsemble(LandmarkModel):
         s = self.heatmap_size
         n_var = len(self.variants)
         new_states = [[[None] * n_var for _ in self.members] for _ in range(n)]
+        use_heatmaps = self.combine == "heatmap"
         heatmap_sum = None
-        votes = []
+        votes: list[list[torch.Tensor]] = [[] for _ in self.members]  # [member][variant] (N, K, 2)
         k_seen = None
-        for mi, member in enumerate(self.members):
-            for vi, variant in enumerate(self.variants):
-                m = variant.matrix()
-                aug = warp_images(images, m).to(member.device)
+        for vi, variant in enumerate(self.variants):
+            m = variant.matrix()
+            aug_cpu = gaussian_blur(warp_images(images, m), variant.blur)  # once per variant, shared by the members
+            aug_frames = self._frames_for(frames, m)
+            for mi, member in enumerate(self.members):
                 member_states = [None if st is None else st[mi][vi] for st in states]
-                out = member.predict(aug, member_states, self._frames_for(frames, m))
+                out = member.predict(aug_cpu.to(member.device), member_states, aug_frames)
                 for i in range(n):
                     new_states[i][mi][vi] = out.states[i]
                 pts = torch.as_tensor(out.landmarks_numpy(), dtype=torch.float64)  # (N, K, 2) augmented crop
@@ -291,7 +458,7 @@ class OracleEnsemble(LandmarkModel):
                 k_seen = k
                 pts = _apply(np.linalg.inv(m), pts)  # back to original crop pixels
                 hm = None
-                if out.heatmaps is not None:
+                if use_heatmaps and out.heatmaps is not None:
                     hm = torch.as_tensor(out.heatmaps).detach().to("cpu", torch.float32)
                     if hm.ndim != 4 or hm.shape[:2] != (n, k):
                         raise ValueError(
@@ -303,6 +470,9 @@ class OracleEnsemble(LandmarkModel):
                     inv = torch.as_tensor(self._inverse_flip(k))
                     pts = pts[:, inv]
                     hm = None if hm is None else hm[:, inv]
+                votes[mi].append(pts)
+                if not use_heatmaps:
+                    continue
                 # heatmap arithmetic in float32 (the votes stay float64): float64 maps cost twice the time for
                 # no gain at the readout's accuracy
                 hm_points = points_to_heatmaps(pts.float(), s, self.sigma)
@@ -314,18 +484,34 @@ class OracleEnsemble(LandmarkModel):
                     hm = torch.where(empty, hm_points, hm)
                 hm = normalise_heatmaps(hm)
                 heatmap_sum = hm if heatmap_sum is None else heatmap_sum + hm
-                votes.append(pts)
-        mean = heatmap_sum / len(votes)
-        landmarks = heatmap_readout(mean) * CROP_SIZE  # (N, K, 2) crop pixels
-        all_votes = torch.stack(votes)  # (V, N, K, 2)
+        all_votes = torch.stack([v for member_votes in votes for v in member_votes])  # (V, N, K, 2) member-major
+        mean_hm = None
+        self.last_member_weights = None
+        if use_heatmaps:
+            mean_hm = (heatmap_sum / len(all_votes)).float()
+            landmarks = (heatmap_readout(mean_hm) * CROP_SIZE).numpy()  # (N, K, 2) crop pixels
+        elif self.combine == "mean":
+            landmarks = all_votes.mean(dim=0).numpy()
+        else:
+            per_member = [robust_location(torch.stack(v).numpy()) for v in votes]
+            prior = None
+            if self.member_weights != "spread":
+                prior = np.ones(len(self.members)) if self.member_weights is None else np.array(self.member_weights)
+            landmarks, weights = combine_members(
+                np.stack([loc for loc, _ in per_member]),
+                np.stack([spr for _, spr in per_member]),
+                min_scale=self.outlier_scale,
+                prior=prior,
+            )
+            self.last_member_weights = weights
         variance = all_votes.var(dim=0, unbiased=False).sum(dim=-1)  # (N, K)
         self.last_landmark_var = variance.numpy()
         self.last_votes = all_votes.numpy()
         return ModelOutput(
-            landmarks=landmarks.numpy(),
+            landmarks=np.asarray(landmarks, dtype=np.float64),
             states=new_states,
             stats={"ensemble_var": variance.mean(dim=1).numpy()},
-            heatmaps=mean.float(),
+            heatmaps=mean_hm,
         )
 
     def config(self) -> dict[str, Any]:
@@ -335,6 +521,9 @@ class OracleEnsemble(LandmarkModel):
             "variants": [v.name for v in self.variants],
             "sigma": self.sigma,
             "heatmap_size": self.heatmap_size,
+            "combine": self.combine,
+            "member_weights": self.member_weights,
+            "outlier_scale": self.outlier_scale,
         }
 
 
@@ -366,14 +555,15 @@ def make_oracle(
     sigma: float = DEFAULT_SIGMA,
     heatmap_size: int = HEATMAP_SIZE,
     flip_index: Sequence[int] | None = None,
+    combine: str = "heatmap",
 ) -> OracleEnsemble:
-    """Build an :class:`OracleEnsemble` from model specs.
+    """Build an :class:`OracleEnsemble` from model specs (``combine``: see :class:`OracleEnsemble`).
 
     Example: ``make_oracle([("hrnet", "hrnet.pt"), ("unet", "unet.pt"), ("hrformer", None, {"size": "tiny"})],
     tta=["flip", "shift", "scale"])``. A ``None`` weight builds the model without ``weights=`` (randomly
     initialised for the baselines).
     """
-    ens = OracleEnsemble([build_member(s) for s in members], tta, sigma, heatmap_size, flip_index)
+    ens = OracleEnsemble([build_member(s) for s in members], tta, sigma, heatmap_size, flip_index, combine)
     return ens.to(device)
 
 
@@ -382,6 +572,7 @@ def oracle_ensemble_model(
     tta: str | Sequence[str] = "flip",
     sigma: float = DEFAULT_SIGMA,
     heatmap_size: int = HEATMAP_SIZE,
+    combine: str = "heatmap",
 ):
     """Heatmap-averaging ensemble with test-time augmentation (members="hrnet=a.pt,unet=b.pt", tta="flip,shift").
 
@@ -400,4 +591,4 @@ def oracle_ensemble_model(
         members = specs
     if not members:
         raise ValueError("oracle-ensemble needs members, e.g. members='hrnet=hrnet.pt,unet=unet.pt'")
-    return make_oracle(members, tta, "cpu", sigma, heatmap_size)
+    return make_oracle(members, tta, "cpu", sigma, heatmap_size, combine=combine)

@@ -52,6 +52,7 @@ __all__ = [
     "build_faceapi_net",
     "load_faceapi_net",
     "FaceApi68Model",
+    "faceapi68_tiny_model",
     "INPUT_SIZE",
     "MEAN_RGB",
     "WINDOWS",
@@ -584,3 +585,8 @@ class FaceApi68Model(LandmarkModel):
         if self.weights_path is None:
             return {"weights": None, "variant": self.variant, "seed": self.seed}
         return {"weights": str(self.weights_path), "variant": self.variant}
+
+
+def faceapi68_tiny_model(weights: str | None = None, device: str = "cpu", seed: int = 0) -> FaceApi68Model:
+    """face-api's tiny 68-point regressor (registered as ``faceapi68-tiny``; ``faceapi68`` with variant="tiny")."""
+    return FaceApi68Model(weights=weights, variant="tiny", device=device, seed=seed)

@@ -12,6 +12,12 @@ from typing import Any
 
 from wflwv.build.acquire import LICENCE_PATTERN, DownloadOptions
 
+#: the default oracle of `wflwv build` and of exact-motion datasets from unlabelled stills (members, test-time
+#: augmentation, combination of the votes); chosen by measurement, see docs/oracle.md
+DEFAULT_MEMBERS: tuple[str, ...] = ("dlib68", "faceapi68")
+DEFAULT_TTA = "jitter:16/shift=2/scale=0.04/rotate=2/flip"
+DEFAULT_COMBINE = "robust"
+
 __all__ = ["BuildConfig", "BuildSummary", "BuildError", "SIDECAR_SUFFIX", "config_hash"]
 
 SIDECAR_SUFFIX = ".boxes.npy"
@@ -44,8 +50,9 @@ class BuildConfig:
     min_face: float = 40.0  # pixels
     min_track_hits: int = 5
     # oracle
-    members: Sequence[str] = ("dlib68",)
-    tta: str = "flip,shift,scale"
+    members: Sequence[str] = DEFAULT_MEMBERS
+    tta: str = DEFAULT_TTA
+    combine: str = DEFAULT_COMBINE  # how the oracle's votes are combined: heatmap, robust or mean
     passes: int = 2
     box_smooth: int = 5
     batch_size: int = 16
@@ -132,7 +139,7 @@ class BuildConfig:
 
     def label_key(self) -> str:
         return config_hash(["label", 1, self.scan_key(), list(self.members), self.tta, self.passes, self.box_smooth,
-                      self.max_outside])  # fmt: skip
+                      self.max_outside] + ([self.combine] if self.combine != "heatmap" else []))  # fmt: skip
 
 
 def config_hash(obj: Any) -> str:

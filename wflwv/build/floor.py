@@ -57,6 +57,8 @@ __all__ = [
     "FloorStill",
     "FloorSettings",
     "FloorResult",
+    "FloorClip",
+    "make_floor_clip",
     "nmf_against_motion",
     "measure_label_floor",
     "dataset_floor_stills",
@@ -169,11 +171,15 @@ def _oracle_identity(oracle_info: dict) -> dict:
     tta = oracle_info.get("tta") or ""
     if not isinstance(tta, str):
         tta = ",".join(tta)
-    return {
+    out = {
         "members": [str(m) for m in oracle_info.get("members", [])],
         "tta": tta,
         "passes": int(oracle_info.get("passes", 2)),
     }
+    combine = oracle_info.get("combine") or "heatmap"
+    if combine != "heatmap":  # records of heatmap oracles keep the key (and resume key) they had before
+        out["combine"] = combine
+    return out
 
 
 def measure_label_floor(
@@ -246,7 +252,21 @@ def measure_label_floor(
     return FloorResult(rows, ident, settings, failures)
 
 
-def _floor_clip(cid, still, preset, seed, oracle, box_oracle, passes, settings, work: Path) -> dict:
+@dataclass
+class FloorClip:
+    """An exact-motion clip made for the floor: the H.264 video, its exact motion and where the face is."""
+
+    video: Path
+    motion: np.ndarray  # (T, 3, 3) still pixels -> frame pixels
+    landmarks: np.ndarray  # (T, K, 2) the still's landmarks carried by the motion (frame pixels)
+    fps: float
+    frame_size: tuple[int, int]
+    face_side: float  # face box side in the still (= in the frame at zoom 1), pixels
+
+
+def make_floor_clip(still: FloorStill, preset: str, seed: int, settings: FloorSettings, video: Path) -> FloorClip:
+    """Move ``still`` by the motion ``preset`` (face kept at its pixel size) and encode it to ``video`` (H.264 at
+    ``settings.crf``; the motion goes beside it as ``.motion.npy``)."""
     image, lm = np.asarray(still.image), np.asarray(still.landmarks, dtype=np.float64)
     prepared, pts = em.prepare_still(image, lm, settings.margin)
     x1, y1, x2, y2 = landmarks_box(pts[None])[0]
@@ -258,17 +278,23 @@ def _floor_clip(cid, still, preset, seed, oracle, box_oracle, passes, settings, 
     motion = em.resolve_motion(preset, face_size=side / height)
     clip = em.synthesise_clip(prepared, pts, num_frames=settings.num_frames, fps=fps, frame_size=(width, height),
                               motion=motion, degrade=None, hard=None, seed=seed, interpolation=settings.interpolation)  # fmt: skip
-    video = work / f"{cid}.mp4"
+    video = Path(video)
     write_video(video, clip.frames, fps, crf=settings.crf)
-    save_npy(work / f"{cid}.motion.npy", clip.motion)
+    save_npy(video.with_suffix(".motion.npy"), clip.motion)
+    return FloorClip(video, clip.motion, clip.landmarks, fps, (width, height), float(side))
+
+
+def _floor_clip(cid, still, preset, seed, oracle, box_oracle, passes, settings, work: Path) -> dict:
+    clip = make_floor_clip(still, preset, seed, settings, work / f"{cid}.mp4")
     boxes = square_box(landmarks_box(clip.landmarks))  # exact boxes; the box passes re-derive them anyway
-    res = label_as_build(oracle, box_oracle, video, boxes, cid, fps, passes, settings.box_smooth, settings.batch_size)
+    res = label_as_build(oracle, box_oracle, clip.video, boxes, cid, clip.fps, passes, settings.box_smooth,
+                         settings.batch_size)  # fmt: skip
     if not np.isfinite(res.landmarks).all():
         raise ValueError("the oracle returned non-finite landmarks")
     nmf, _ = nmf_against_motion(res.landmarks, clip.motion)
     nmf_given = nmf_video(res.landmarks, clip.landmarks)
     return {"clip_id": cid, "source": still.source, "preset": preset, "seed": seed, "frames": settings.num_frames,
-            "fps": fps, "frame_size": [width, height], "face_side_px": float(side), "nmf": float(nmf),
+            "fps": clip.fps, "frame_size": list(clip.frame_size), "face_side_px": clip.face_side, "nmf": float(nmf),
             "nmf_vs_given": float(nmf_given), "status": "ok", "reason": ""}  # fmt: skip
 
 
@@ -407,11 +433,11 @@ def build_label_floor(config, oracle: Any = None, log: Callable[[str], None] | N
         return None
     settings = FloorSettings(stills=config.floor_stills, num_frames=config.floor_frames, box_smooth=config.box_smooth,
                              batch_size=config.batch_size)  # fmt: skip
-    info = {"members": list(config.members), "tta": config.tta, "passes": config.passes}
+    info = {"members": list(config.members), "tta": config.tta, "passes": config.passes, "combine": config.combine}
     pair = (
         (oracle, oracle)
         if oracle is not None
-        else build_oracle_pair(config.members, config.tta, config.passes, config.device)
+        else build_oracle_pair(config.members, config.tta, config.passes, config.device, config.combine)
     )
     try:
         stills = dataset_floor_stills(root, settings.stills)
@@ -432,6 +458,7 @@ def audit_label_floor(
     members: Sequence[str] | None = None,
     tta: str | None = None,
     passes: int | None = None,
+    combine: str | None = None,
     settings: FloorSettings | None = None,
     device: str = "cpu",
     oracle: Any = None,
@@ -467,12 +494,13 @@ def audit_label_floor(
         "members": list(members) if members else list(recorded["members"]),
         "tta": tta if tta is not None else recorded.get("tta", ""),
         "passes": int(passes if passes is not None else recorded.get("passes", 2)),
+        "combine": combine or recorded.get("combine") or "heatmap",
     }
     settings = settings or FloorSettings(box_smooth=int(recorded.get("box_smooth", 5)))
     pair = (
         (oracle, oracle)
         if oracle is not None
-        else build_oracle_pair(ident["members"], ident["tta"], ident["passes"], device)
+        else build_oracle_pair(ident["members"], ident["tta"], ident["passes"], device, ident["combine"])
     )
     work = Path(work) if work is not None else root / ".build" / "floor"
     with folder_lock(root, command="wflwv build", other="to audit the dataset once it is written"):

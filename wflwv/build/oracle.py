@@ -23,12 +23,16 @@ import numpy as np
 import torch
 
 from wflwv.baselines.ensemble import build_member, make_oracle
+from wflwv.build.config import DEFAULT_COMBINE, DEFAULT_MEMBERS, DEFAULT_TTA
 from wflwv.build.detect import landmarks_box, square_box
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel
 from wflwv.protocol.crop import apply_affine, crop_matrix, invert_affine, warp_crop
 from wflwv.protocol.video import iter_frames
 
 __all__ = [
+    "DEFAULT_MEMBERS",
+    "DEFAULT_TTA",
+    "DEFAULT_COMBINE",
     "parse_member",
     "build_oracle",
     "build_members",
@@ -51,18 +55,25 @@ def parse_member(spec: str) -> tuple[str, str | None]:
     return name, (weights.strip() or None)
 
 
-def build_oracle(members: Sequence[str | tuple | LandmarkModel], tta: Sequence[str] | str | None, device: str = "cpu"):
+def build_oracle(
+    members: Sequence[str | tuple | LandmarkModel],
+    tta: Sequence[str] | str | None,
+    device: str = "cpu",
+    combine: str = "heatmap",
+):
     """The oracle ensemble (:func:`wflwv.baselines.ensemble.make_oracle`) from member specs.
 
     Args:
         members: ``"NAME"``, ``"NAME:WEIGHTS"``, ``(name, weights[, kwargs])`` or ready LandmarkModels (which
             may be shared between several ensembles, e.g. one with and one without test-time augmentation).
-        tta: test-time augmentation names (``flip``, ``shift[:D]``, ``scale[:A/B]``), list or comma string.
+        tta: test-time augmentation names (``flip``, ``shift[:D]``, ``scale[:A/B]``, ``rotate[:DEG]``,
+            ``jitter:N[/...]``; :func:`wflwv.baselines.ensemble.parse_tta`), list or comma string.
+        combine: ``heatmap``, ``robust`` or ``mean`` (:class:`wflwv.baselines.ensemble.OracleEnsemble`).
     """
     specs = [parse_member(m) if isinstance(m, str) else m for m in members]
     if not specs:
         raise ValueError("the oracle needs at least one member (e.g. dlib68)")
-    return make_oracle(specs, tta, device)
+    return make_oracle(specs, tta, device, combine=combine)
 
 
 def build_members(members: Sequence[str | tuple | LandmarkModel]) -> list[LandmarkModel]:
@@ -237,12 +248,17 @@ def label_clip(
 
 
 def build_oracle_pair(
-    members: Sequence[str | tuple | LandmarkModel], tta: Sequence[str] | str | None, passes: int, device: str = "cpu"
+    members: Sequence[str | tuple | LandmarkModel],
+    tta: Sequence[str] | str | None,
+    passes: int,
+    device: str = "cpu",
+    combine: str = "heatmap",
 ) -> tuple[LandmarkModel, LandmarkModel | None]:
     """The oracles of `wflwv build`: ``(oracle, box_oracle)``, the second without test-time augmentation for the
-    box-deriving passes (None when ``passes == 1``); both share the member models."""
+    box-deriving passes (None when ``passes == 1``); both share the member models and the combination rule."""
     built = build_members(members)
-    return build_oracle(built, tta, device), (build_oracle(built, None, device) if passes > 1 else None)
+    box = build_oracle(built, None, device, combine) if passes > 1 else None
+    return build_oracle(built, tta, device, combine), box
 
 
 def label_as_build(

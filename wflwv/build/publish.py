@@ -144,7 +144,7 @@ def publish(
 
     rows: list[dict] = []
     oracle_cols = {"oracle_members": ",".join(config.members), "oracle_tta": config.tta or "none",
-                   "oracle_passes": config.passes, "detector": config.detector, "scheme": scheme or ""}  # fmt: skip
+                   "oracle_combine": config.combine, "oracle_passes": config.passes, "detector": config.detector, "scheme": scheme or ""}  # fmt: skip
 
     def src_cols(rec: SourceRecord) -> dict:
         return {"source_id": rec.source_id, "origin": rec.origin, "video_id": rec.video_id, "url": rec.url,
@@ -182,7 +182,7 @@ def publish(
     if scheme:
         write_dataset_info(root, scheme=scheme)
     write_dataset_info(root, source="wflwv build", oracle={"members": list(config.members), "tta": config.tta,
-                       "passes": config.passes, "box_smooth": config.box_smooth}, window_s=config.window, clips=len(publish))  # fmt: skip
+                       "combine": config.combine, "passes": config.passes, "box_smooth": config.box_smooth}, window_s=config.window, clips=len(publish))  # fmt: skip
     dropped = Counter(_reason_key(r["reason"]) for r in rows if r["status"] != _STATUS_KEPT)
     counts = {
         "sources": len(acq.records) + len(acq.problems),

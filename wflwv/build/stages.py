@@ -120,10 +120,12 @@ def _get_detector(config: BuildConfig):
 def _get_oracle(config: BuildConfig):
     if "oracle" not in _WORKER:
         members = build_members(config.members)
-        _WORKER["oracle"] = build_oracle(members, config.tta, config.device)
+        _WORKER["oracle"] = build_oracle(members, config.tta, config.device, config.combine)
         # the box-deriving passes need no test-time augmentation (only the final pass's numbers are kept); they
         # share the member models
-        _WORKER["box_oracle"] = build_oracle(members, None, config.device) if config.passes > 1 else None
+        _WORKER["box_oracle"] = (
+            build_oracle(members, None, config.device, config.combine) if config.passes > 1 else None
+        )
     return _WORKER["oracle"], _WORKER["box_oracle"]
 
 

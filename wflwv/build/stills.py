@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 
 from wflwv.build import exact_motion as em
-from wflwv.build.config import BuildError, config_hash
+from wflwv.build.config import DEFAULT_COMBINE, DEFAULT_MEMBERS, DEFAULT_TTA, BuildError, config_hash
 from wflwv.build.detect import landmarks_box, make_detector, square_box
 from wflwv.build.floor import EXACT_MOTION_FLOOR, FLOOR_KEY
 from wflwv.build.oracle import build_oracle_pair
@@ -349,8 +349,9 @@ class StillsConfig:
     interpolation: str = "linear"  # warp kernel: linear, or lanczos (half the sub-pixel error, ~2x the time)
     # the oracle, for unlabelled images (as in wflwv build)
     detector: str = "hog"
-    members: Sequence[str] = ("dlib68",)
-    tta: str = "flip,shift,scale"
+    members: Sequence[str] = DEFAULT_MEMBERS
+    tta: str = DEFAULT_TTA
+    combine: str = DEFAULT_COMBINE
     passes: int = 2
     device: str = "cpu"
     # running
@@ -420,7 +421,10 @@ class StillsConfig:
         return round(1.4 * face * self.frame_size[1], 3)
 
     def oracle_info(self) -> dict:
-        return {"members": list(self.members), "tta": self.tta, "passes": self.passes, "detector": self.detector}
+        out = {"members": list(self.members), "tta": self.tta, "passes": self.passes, "detector": self.detector}
+        if self.combine != "heatmap":
+            out["combine"] = self.combine
+        return out
 
 
 @dataclass
@@ -475,7 +479,7 @@ def _oracle(config: StillsConfig):
             _STATE["injected_detector"] = make_detector(config.detector)
         return _STATE["injected"], _STATE["injected"], _STATE["injected_detector"]
     if "oracle" not in _STATE:
-        _STATE["oracle"] = build_oracle_pair(config.members, config.tta, config.passes, config.device)
+        _STATE["oracle"] = build_oracle_pair(config.members, config.tta, config.passes, config.device, config.combine)
         _STATE["detector"] = make_detector(config.detector)
     return _STATE["oracle"][0], _STATE["oracle"][1], _STATE["detector"]
 

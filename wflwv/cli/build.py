@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from wflwv.build.acquire import DownloadOptions
+from wflwv.build.config import DEFAULT_COMBINE, DEFAULT_MEMBERS, DEFAULT_TTA
 from wflwv.build.oracle import parse_member
 from wflwv.build.pipeline import BuildConfig, BuildError, build_dataset, format_summary
 from wflwv.cli.build_modes import build_mode_options, run_build_mode
@@ -114,13 +115,21 @@ def parse_rate(text: str | None) -> float | None:
     "members",
     multiple=True,
     metavar="NAME[:WEIGHTS]",
-    help="Oracle member: any registered model, optionally with a weights file. Repeatable. Default: dlib68.",
+    help=f"Oracle member: any registered model, optionally with a weights file. Repeatable. Default: {'+'.join(DEFAULT_MEMBERS)}.",
 )
 @click.option(
     "--tta",
-    default="flip,shift,scale",
+    default=DEFAULT_TTA,
     show_default=True,
-    help="Test-time augmentations of the oracle: flip, shift[:PIXELS], scale[:A/B]; 'none' for none.",
+    help="Test-time augmentations of the oracle: flip, shift[:PIXELS], scale[:A/B], rotate[:DEG], "
+    "jitter:N[/shift=S/scale=Z/rotate=R/blur=B/flip] (N sub-pixel perturbations); 'none' for none.",
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["heatmap", "robust", "mean"]),
+    default=DEFAULT_COMBINE,
+    show_default=True,
+    help="How the oracle's votes become a label: heatmap averaging, a robust mean (per member, then across members with gross outliers dropped), or the plain mean.",
 )
 @click.option(
     "--passes",
@@ -270,7 +279,7 @@ def build(**opts):
     opts.update(
         search=list(opts["search"]),
         local=list(opts["local"]),
-        members=list(oracle) + list(opts["members"]) or ["dlib68"],
+        members=list(oracle) + list(opts["members"]) or list(DEFAULT_MEMBERS),
         tta="" if opts["tta"].strip().lower() == "none" else opts["tta"],
     )
     config = BuildConfig(**opts, download=DownloadOptions(**download), progress=not quiet)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from wflwv.build.config import BuildError
+from wflwv.build.config import DEFAULT_MEMBERS, BuildError
 from wflwv.build.exact_motion import INTERPOLATIONS, MOTION_PRESETS
 from wflwv.build.floor import FloorError, FloorSettings, audit_label_floor, format_floor
 from wflwv.build.stills import LABEL_SOURCES, StillsConfig, build_from_stills, format_stills_summary
@@ -122,6 +122,7 @@ def run_build_mode(opts: dict[str, Any]) -> bool:
         settings = FloorSettings(stills=max(opts["floor_stills"], 1), num_frames=opts["floor_frames"])
         try:
             floor = audit_label_floor(mode["audit"], members=members or None, tta=tta,
+                                      combine=opts["combine"] if _given("combine") else None,
                                       passes=opts["passes"] if _given("passes") else None, settings=settings,
                                       device=opts["device"], work=opts.get("work"), progress=not quiet, log=say)  # fmt: skip
         except (FloorError, BuildError, ValueError, FileNotFoundError, FolderLockedError) as exc:
@@ -142,7 +143,8 @@ def run_build_mode(opts: dict[str, Any]) -> bool:
         degrade_args=parse_kv(mode["degrade_args"], "--degrade-arg"), hard_fraction=mode["hard_fraction"],
         hard_args=parse_kv(mode["hard_args"], "--hard-arg"), crf=mode["crf"], seed=mode["seed"],
         margin=mode["margin"], interpolation=mode["interpolation"], detector=opts["detector"],
-        members=members or ["dlib68"], tta="" if opts["tta"].strip().lower() == "none" else opts["tta"],
+        members=members or list(DEFAULT_MEMBERS), tta="" if opts["tta"].strip().lower() == "none" else opts["tta"],
+        combine=opts["combine"],
         passes=opts["passes"], device=opts["device"], workers=opts["workers"], work=opts.get("work"),
         progress=not quiet,
     )  # fmt: skip

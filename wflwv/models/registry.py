@@ -39,6 +39,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "oracle-ensemble": "wflwv.baselines.ensemble:oracle_ensemble_model",
     "dlib68": "wflwv.baselines.dlib68:Dlib68Model",
     "faceapi68": "wflwv.baselines.faceapi:FaceApi68Model",
+    "faceapi68-tiny": "wflwv.baselines.faceapi:faceapi68_tiny_model",
 }
 
 
