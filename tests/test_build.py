@@ -252,7 +252,7 @@ def test_build_real_face_from_local_file(face_site, tmp_path):
     _needs_dlib()
     root_site, _ = face_site
     out = tmp_path / "ds"
-    cfg = B.BuildConfig(out=out, local=[root_site / "graceHopper.mp4"], window=2.0, detector="hog", tta="flip",
+    cfg = B.BuildConfig(out=out, local=[root_site / "graceHopper.mp4"], window=2.0, detector="hog", members=("dlib68",), tta="flip",
                         max_clips_per_video=2, hard_k=1, easy_k=1, progress=False, floor_stills=0)  # fmt: skip
     s = B.build_dataset(cfg)
     assert s.scheme == "ibug68" and s.counts["kept"] == 2 and len(s.hard) == len(s.easy) == 1
@@ -349,6 +349,7 @@ def synth_sources(tmp_path_factory):
 
 def _synth_config(src: Path, out: Path, tta: str = "flip", **kw) -> B.BuildConfig:
     kw.setdefault("floor_stills", 0)  # the label floor has its own tests (test_label_floor.py)
+    kw.setdefault("members", ("dlib68",))  # fast; the default oracle is built by test_ray_cli and test_robust_oracle
     return B.BuildConfig(out=out, local=[src], window=1.5, detector="sidecar", tta=tta, min_face=20, hard_k=1,
                          easy_k=2, previews=0, progress=False, **kw)  # fmt: skip
 

@@ -457,7 +457,7 @@ def portrait_static(tmp_path_factory):
     root = tmp_path_factory.mktemp("portrait")
     (root / "in").mkdir()
     cv2.imwrite(str(root / "in" / "hopper.png"), cv2.resize(_portrait(), (256, 300), interpolation=cv2.INTER_AREA))
-    _cli("build", "--stills", root / "in", "--labels", "oracle", "--tta", "flip", "--out", root / "ds", "--frames", 16,
+    _cli("build", "--stills", root / "in", "--labels", "oracle", "--member", "dlib68", "--tta", "flip", "--out", root / "ds", "--frames", 16,
          "--size", "320x240", "--motion", "static", "--hard-fraction", 0, "--no-degrade", "--quiet")  # fmt: skip
     return root / "ds"
 
@@ -497,7 +497,7 @@ def face_build(tmp_path_factory):
         frames.append(cv2.warpAffine(small, m, (224, 208), borderMode=cv2.BORDER_REFLECT))
     write_video(root / "hopper.mp4", frames, 10.0)
     out = root / "ds"
-    res = _cli("build", "--local", root / "hopper.mp4", "--out", out, "--window", 3.0, "--tta", "none",
+    res = _cli("build", "--local", root / "hopper.mp4", "--out", out, "--window", 3.0, "--member", "dlib68", "--tta", "none",
                "--floor-stills", 1, "--floor-frames", 8, "--previews", 0, "--quiet")  # fmt: skip
     return out, res.output
 
@@ -507,7 +507,12 @@ def test_build_records_the_label_floor_everywhere(face_build, tmp_path):
     out, output = face_build
     floor = WFLWVDataset(out).info["label_floor"]
     assert set(floor) >= {"nmf", "nmf_static", "nmf_slow", "clips", "method", "oracle"}
-    assert floor["clips"] == 2 and floor["oracle"] == {"members": ["dlib68"], "tta": "", "passes": 2}
+    assert floor["clips"] == 2 and floor["oracle"] == {
+        "members": ["dlib68"],
+        "tta": "",
+        "passes": 2,
+        "combine": "robust",
+    }
     assert 1.0 < floor["nmf"] < 500 and "label floor: NMF" in output
     assert json.loads((out / "build.json").read_text())["label_floor"] == floor
     man = pd.read_parquet(out / "manifest.parquet")

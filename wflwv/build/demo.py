@@ -15,8 +15,8 @@ Both sides are labelled by the same offline oracle, the default oracle of `wflwv
 scheme ``ibug68``; see docs/oracle.md).
 
 Exact-motion clips (:func:`ensure_exact_dataset`): a few held-out frames of the evaluation material, labelled once
-by the oracle, each moved by a known motion (`wflwv build --stills`): one clean clip (easy split) and one with
-occluders, heavy blur or low light (hard split) per frame. Their labels are the frame's labels carried by the exact
+by the oracle, each moved by two known motions (`wflwv build --stills`): the clips of half the frames get
+occluders, heavy blur or low light (hard split), those of the other half stay clean (easy split). Their labels are the frame's labels carried by the exact
 motion, so they do not flicker: on them NMF measures the models alone (label floor 0).
 
 :func:`results_markdown` turns the demo's bench runs into the results page (``runs/demo/results.md``), with the
@@ -67,7 +67,8 @@ DEMO_SPLIT_K = 6
 #: candidate windows taken from each evaluation source (the oracle labels every candidate; 3 x 5 = 15 candidates
 #: for the 2 x 6 kept keep the demo within its time budget)
 DEMO_CLIPS_PER_VIDEO = 5
-#: exact-motion part of the demo: held-out frames of the evaluation material, clips per frame (one clean, one hard),
+#: exact-motion part of the demo: held-out frames of the evaluation material, clips per frame (one per motion
+#: preset; a frame's clips are hard or easy together, half the frames each: `wflwv build --stills --hard-fraction`),
 #: frames per clip and their motion presets (assigned in turn)
 EXACT_STILLS = 4
 EXACT_CLIPS_PER_STILL = 2

@@ -47,6 +47,7 @@ from wflwv.build.config import config_hash
 from wflwv.build.detect import landmarks_box, square_box
 from wflwv.build.oracle import build_oracle_pair, label_as_build
 from wflwv.io import atomic_path, folder_lock, read_json, save_npy, write_json
+from wflwv.protocol.floor import EXACT_MOTION_FLOOR, FLOOR_KEY, floor_dominates, format_floor  # the record
 from wflwv.protocol.layout import WFLWVDataset, write_dataset_info
 from wflwv.protocol.video import iter_frames, probe_video, write_video
 
@@ -70,10 +71,6 @@ __all__ = [
     "floor_dominates",
 ]
 
-#: the key under which dataset.json, build.json, the manifest and summary.json carry the floor
-FLOOR_KEY = "label_floor"
-#: the floor of a dataset whose labels are exact by construction
-EXACT_MOTION_FLOOR = {"nmf": 0.0, "method": "exact-motion"}
 #: bump when a change here changes the measured floor of the same data and oracle (cached clips are redone)
 FLOOR_VERSION = 1
 
@@ -319,27 +316,6 @@ def label_floor_dict(rows: Sequence[dict], oracle: dict, settings: FloorSettings
         crf=settings.crf,
     )
     return out
-
-
-def format_floor(floor: dict | None) -> str:
-    """One line for a human: ``label floor: NMF 44.1 (static 40.2, slow 48.0; 6 clips, oracle dlib68 + flip,...)``."""
-    if not floor or floor.get("nmf") is None:
-        return "label floor: not measured (wflwv build --audit DIR measures it)"
-    if floor.get("method") == "exact-motion":
-        return "label floor: NMF 0 (exact-motion labels, exact by construction)"
-    parts = [f"{k[4:]} {v:.1f}" for k, v in floor.items() if k.startswith("nmf_") and isinstance(v, (int, float))]
-    o = floor.get("oracle") or {}
-    who = "+".join(o.get("members", [])) or "?"
-    tta = o.get("tta") or "no TTA"
-    extra = f"; {floor.get('clips', '?')} clips, oracle {who} ({tta}, {o.get('passes', '?')} passes)"
-    return f"label floor: NMF {floor['nmf']:.1f} ({', '.join(parts)}{extra})"
-
-
-def floor_dominates(nmf: float | None, floor: dict | None, factor: float = 2.0) -> bool:
-    """Whether an NMF is within ``factor`` x the label floor. Independent flickers add in quadrature, so at 2x the
-    floor a quarter of the NMF's square is the labels' own flicker (see docs/label-floor.md)."""
-    f = (floor or {}).get("nmf")
-    return isinstance(nmf, (int, float)) and nmf == nmf and isinstance(f, (int, float)) and f > 0 and nmf < factor * f
 
 
 # ------------------------------------------------------------------------------------------------ datasets

@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 
 from wflwv.build.acquire import AcquireResult, SourceRecord
 from wflwv.build.config import BuildConfig, BuildSummary
-from wflwv.build.floor import format_floor
 from wflwv.io import atomic_path, save_npy
+from wflwv.protocol.floor import format_floor
 from wflwv.protocol.layout import WFLWVDataset, write_clip, write_dataset_info, write_split
 from wflwv.protocol.video import iter_frames
 from wflwv.schemes import scheme_for_num_points

@@ -54,12 +54,12 @@ import torch
 from wflwv.build import exact_motion as em
 from wflwv.build.config import DEFAULT_COMBINE, DEFAULT_MEMBERS, DEFAULT_TTA, BuildError, config_hash
 from wflwv.build.detect import landmarks_box, make_detector, square_box
-from wflwv.build.floor import EXACT_MOTION_FLOOR, FLOOR_KEY
 from wflwv.build.oracle import build_oracle_pair
 from wflwv.build.stages import error_text, run_parallel
 from wflwv.io import atomic_path, folder_lock, provenance, read_json, save_npy, write_json
 from wflwv.models.api import CROP_SIZE, FrameInfo
 from wflwv.protocol.crop import apply_affine, crop_matrix, invert_affine, warp_crop
+from wflwv.protocol.floor import EXACT_MOTION_FLOOR, FLOOR_KEY
 from wflwv.protocol.layout import WFLWVDataset, write_dataset_info, write_split
 from wflwv.protocol.video import write_video
 from wflwv.protocol.wflw import WFLWFormatError, find_annotation_file, find_images_dir, read_annotations

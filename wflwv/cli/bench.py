@@ -15,6 +15,7 @@ from wflwv.benchmark.harness import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError,
 from wflwv.cli.common import demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
+from wflwv.protocol.floor import floor_dominates, format_floor
 from wflwv.protocol.layout import DatasetError
 
 __all__ = ["bench"]
@@ -64,8 +65,6 @@ def _print_summary(summary: dict[str, Any], out: Path, show: list[str] | None = 
         click.echo("model statistics, mean per frame: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
     floor = summary.get("label_floor")
     if floor:
-        from wflwv.build.floor import floor_dominates, format_floor  # imports the synthesis code: only when needed
-
         click.echo(format_floor(floor))
         near = [lb for lb in labels if floor_dominates(summary["sets"][lb]["splits"]["all"].get("nmf"), floor)]
         if near:

@@ -119,7 +119,7 @@ def run_cmd(out, device, batch_videos, quiet):
             )
             runs[RUN_LABELS[folder]] = out / f"{prefix}{folder}"
         title, report = DATASETS[prefix]
-        build_report(list(runs.values()), out / report, baseline="ldeq", log=echo_err)
+        build_report(list(runs.values()), out / report, baseline=f"{prefix}ldeq", log=echo_err)
         tables[title] = runs
     page = results_markdown(tables)
     (out / "results.md").write_text(page)

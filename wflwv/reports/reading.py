@@ -19,11 +19,11 @@ from typing import Any
 import pandas as pd
 
 from wflwv.benchmark.results import UNFILTERED
+from wflwv.protocol.floor import FLOOR_FACTOR, floor_dominates
 from wflwv.reports.load import ReportRun
 from wflwv.reports.stats import CONFIDENCE, N_RESAMPLES, format_interval
 
 __all__ = [
-    "FLOOR_FACTOR",
     "Reading",
     "resolve_label_floor",
     "ground_truth_text",
@@ -33,9 +33,6 @@ __all__ = [
     "noise_text",
     "how_to_read",
 ]
-
-#: a model whose NMF is within this factor of the label floor gets a warning
-FLOOR_FACTOR = 2.0
 
 
 @dataclass
@@ -165,7 +162,7 @@ def floor_warnings(runs: Sequence[ReportRun], floor: Mapping[str, Any] | None, s
         for split in splits:
             agg = r.split_stats(UNFILTERED, split) or {}
             v = _num(agg.get("nmf"))
-            if v is not None and v <= FLOOR_FACTOR * level:
+            if floor_dominates(v, floor):
                 near.append(f"{split} {v:.4g}")
         if near:
             out.append(

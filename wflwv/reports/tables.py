@@ -95,7 +95,10 @@ def resolve_baseline(runs: Sequence[ReportRun], name: str | None) -> Baseline:
         except OSError:
             pass
     names = ", ".join(repr(n) for n, _ in options[:30])
-    raise ReportError(f"--baseline {name!r} names no run or result set; choose one of: {names}")
+    folders = ", ".join(repr(r.path.name) for r in runs)
+    raise ReportError(
+        f"--baseline {name!r} names no run or result set; choose one of: {names} (or a run folder: {folders})"
+    )
 
 
 def results_table(
