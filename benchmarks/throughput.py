@@ -12,10 +12,10 @@ Tables:
 3. **precision modes** -- a whole bench of the shipped UNet (the default frame batch) for every precision this machine runs
    (fp32; bf16 on CUDA and on CPUs with native bf16; fp16 on CUDA): frames per second, and the change of NME and
    NMF against fp32 (relative change of the dataset means, and the largest change of a landmark, frame pixels).
-4. **whole command** -- ``wflwv bench --model unet`` as a subprocess with ``--frame-batch 1`` and with the default
-   (and with ``--before CHECKOUT``, the same command with another checkout's code, e.g. the code before frame
-   batching), wall time including start-up and CPU time (the fastest of ``--repeats`` runs), and the largest
-   difference of per-clip NME / NMF and of the predictions.
+4. **whole command** -- ``wflwv bench --model unet`` as a subprocess with ``--frame-batch 1``, with the default
+   (exact mode) and with ``--batched`` (and with ``--before CHECKOUT``, the same command with another checkout's
+   code, e.g. the code before frame batching), wall time including start-up and CPU time (the fastest of
+   ``--repeats`` runs), and the largest difference of per-clip NME / NMF and of the predictions.
 
 Data: ``--data DIR``; by default the demo dataset when it is already built in the cache (``--demo`` builds it:
 a few minutes on first use), else synthetic clips (``wflwv.testing``, said in the output).
@@ -193,6 +193,7 @@ def _compare(label: str, a: Path, b: Path, ids: list[str]) -> None:
 def table_command(args, data: Path, tmp: Path, device: torch.device, frames: int, ids: list[str]) -> None:
     print("\n4. whole command: wflwv bench --model unet, wall time including start-up")
     runs = [(f"--frame-batch {fb}", ROOT, ["--frame-batch", str(fb)]) for fb in (1, DEFAULT_FRAME_BATCH)]
+    runs.append((f"--frame-batch {DEFAULT_FRAME_BATCH} --batched", ROOT, ["--batched"]))  # not exact mode
     if args.before:
         runs.insert(0, (f"before ({args.before})", Path(args.before).resolve(), []))
     walls, cpus, outs = {}, {}, {}
@@ -217,11 +218,12 @@ def table_command(args, data: Path, tmp: Path, device: torch.device, frames: int
     for label, _, _ in runs:
         print(f"{label[:40]:<40} {walls[label]:>8.1f} {frames / walls[label]:>8.1f} {cpus[label]:>8.1f}  "
               f"{walls[first] / walls[label]:.2f}x wall, {cpus[first] / cpus[label]:.2f}x CPU")  # fmt: skip
-    labels = [r[0] for r in runs]
-    _compare(f"{labels[-2]} vs {labels[-1]}", outs[labels[-2]], outs[labels[-1]], ids)
+    one, default, batched = (r[0] for r in runs[-3:])
+    _compare(f"{one} vs {default}", outs[one], outs[default], ids)
+    _compare(f"{default} vs {batched}", outs[default], outs[batched], ids)
     if args.before:
-        _compare(f"before vs {labels[-1]}", outs[labels[0]], outs[labels[-1]], ids)
-        _compare(f"before vs {labels[-2]}", outs[labels[0]], outs[labels[-2]], ids)
+        for label in (one, default, batched):
+            _compare(f"before vs {label}", outs[runs[0][0]], outs[label], ids)
 
 
 def main() -> None:
