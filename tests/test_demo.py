@@ -59,3 +59,31 @@ def test_results_page_puts_the_floor_beside_every_nmf(tmp_path):
     assert head.count("(floor 12.5)") == 3
     assert "| ldeq | — | 2 | 100 | 2 | 100 | 2 | 100 |" in page
     assert "| unet | ema(alpha=0.5) | - | - | - | - | 2.5 | 40 |" in page
+
+
+@pytest.mark.slow
+def test_demo_run_benches_both_datasets_and_writes_both_reports(tmp_path, monkeypatch):
+    """`wflwv demo run` end to end on small synthetic stand-ins for its two datasets (the media are not fetched):
+    both reports are written with LDEQ as their baseline, and the results page has both tables."""
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    import wflwv.cli.demo as demo_cli
+    from wflwv.cli import cli
+    from wflwv.testing import make_synthetic_dataset
+
+    real = make_synthetic_dataset(tmp_path / "real", num_hard=1, num_easy=1, num_frames=6, scheme="ibug68").root
+    exact = make_synthetic_dataset(tmp_path / "exact", num_hard=1, num_easy=1, num_frames=6, scheme="ibug68").root
+    monkeypatch.setattr(demo_cli, "ensure_demo_dataset", lambda **kw: real)
+    monkeypatch.setattr(demo_cli, "ensure_exact_dataset", lambda **kw: exact)
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(cli, ["demo", "run", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    for report in ("report", "report-exact"):
+        page = (out / report / "index.html").read_text()
+        assert "baseline" in page.lower()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("exact-")) == [
+        "exact-ldeq", "exact-ldeq-rwr", "exact-mean-shape", "exact-unet"
+    ]  # fmt: skip
+    text = (out / "results.md").read_text()
+    assert "Real clips" in text and "Exact-motion clips" in text

@@ -16,8 +16,9 @@ scheme ``ibug68``; see docs/oracle.md).
 
 Exact-motion clips (:func:`ensure_exact_dataset`): a few held-out frames of the evaluation material, labelled once
 by the oracle, each moved by two known motions (`wflwv build --stills`): the clips of half the frames get
-occluders, heavy blur or low light (hard split), those of the other half stay clean (easy split). Their labels are the frame's labels carried by the exact
-motion, so they do not flicker: on them NMF measures the models alone (label floor 0).
+occluders, heavy blur or low light (hard split), those of the other half stay clean (easy split). Their labels are
+the frame's labels carried by the exact motion, so they do not flicker: on them NMF measures the models alone
+(label floor 0).
 
 :func:`results_markdown` turns the demo's bench runs into the results page (``runs/demo/results.md``), with the
 label floor of each dataset beside every NMF.
