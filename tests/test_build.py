@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from faces import needs_dlib, portrait
 
 from wflwv.baselines.dlib68 import dlib_predictor_path
 from wflwv.benchmark.harness import run_benchmark
@@ -28,23 +29,6 @@ from wflwv.protocol.video import write_video as encode_video
 from wflwv.testing import synthetic_clip
 
 BITS = 8
-
-
-def _portrait() -> np.ndarray:
-    import matplotlib
-
-    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    if not path.is_file():
-        pytest.skip("matplotlib's sample portrait is not installed")
-    return cv2.imread(str(path))
-
-
-def _needs_dlib():
-    pytest.importorskip("dlib")
-    try:
-        dlib_predictor_path()
-    except FileNotFoundError:
-        pytest.skip("face-recognition-models (dlib's 68-point model) is not installed")
 
 
 def stamp(frame: np.ndarray, i: int) -> np.ndarray:
@@ -64,7 +48,7 @@ def read_stamp(frame: np.ndarray) -> int:
 
 def face_video_frames(n: int) -> list[np.ndarray]:
     """A real face moving smoothly (translation and a slight zoom), frame index stamped at the bottom."""
-    small = cv2.resize(_portrait(), (256, 300), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(portrait(), (256, 300), interpolation=cv2.INTER_AREA)
     frames = []
     for t in range(n):
         a = 2 * np.pi * t / max(n, 1)
@@ -189,7 +173,7 @@ def test_split_selection_and_box_smoothing():
 
 # ------------------------------------------------------------------------------------------------ real face
 def test_haar_and_hog_find_the_real_face():
-    _needs_dlib()
+    needs_dlib()
     from wflwv.build.detect import HaarDetector, HogDetector
 
     frame = face_video_frames(1)[0]
@@ -202,7 +186,7 @@ def test_haar_and_hog_find_the_real_face():
 
 
 def test_dlib68_member_on_a_real_face():
-    _needs_dlib()
+    needs_dlib()
     assert "dlib68" in list_models()
     model = create_model("dlib68")
     assert model.scheme == "ibug68"
@@ -249,7 +233,7 @@ def face_site(tmp_path_factory):
 
 @pytest.mark.slow
 def test_build_real_face_from_local_file(face_site, tmp_path):
-    _needs_dlib()
+    needs_dlib()
     root_site, _ = face_site
     out = tmp_path / "ds"
     cfg = B.BuildConfig(out=out, local=[root_site / "graceHopper.mp4"], window=2.0, detector="hog", members=("dlib68",), tta="flip",
@@ -283,7 +267,7 @@ def test_build_real_face_from_local_file(face_site, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", [[], ["--workers", "2", "--engine", "ray"]], ids=["in-process", "ray"])
 def test_cli_build_from_ids_over_http(face_site, tmp_path, engine):
-    _needs_dlib()
+    needs_dlib()
     if engine:
         pytest.importorskip("ray")
     from click.testing import CliRunner
@@ -356,7 +340,7 @@ def _synth_config(src: Path, out: Path, tta: str = "flip", **kw) -> B.BuildConfi
 
 @pytest.mark.slow
 def test_build_synthetic_layout_manifest_and_splits(synth_sources, tmp_path):
-    _needs_dlib()
+    needs_dlib()
     out = tmp_path / "ds"
     s = B.build_dataset(_synth_config(synth_sources, out, workers=2, engine="processes"))
     man = pd.read_parquet(out / "manifest.parquet")
@@ -388,7 +372,7 @@ class _Interrupt(BaseException):
 
 @pytest.mark.slow
 def test_interrupted_build_resumes_without_redoing_finished_clips(synth_sources, tmp_path, monkeypatch):
-    _needs_dlib()
+    needs_dlib()
     out = tmp_path / "ds"
     real = O.run_oracle
     calls: list[str] = []
@@ -458,7 +442,7 @@ def test_parse_rate():
 @pytest.mark.slow
 def test_a_registered_network_serves_as_an_oracle_member(face_site, tmp_path):
     """The shipped UNet (a wflwv heatmap model) joins dlib68 in the ensemble; heatmaps are averaged."""
-    _needs_dlib()
+    needs_dlib()
     root_site, _ = face_site
     out = tmp_path / "ds"
     cfg = B.BuildConfig(out=out, local=[root_site / "graceHopper.mp4"], window=2.0, detector="hog", tta="none",

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from faces import needs_dlib, portrait
 
 from wflwv.benchmark.harness import run_benchmark
 from wflwv.benchmark.metrics import nmf_video
@@ -431,32 +432,13 @@ def test_a_bad_still_is_recorded_not_fatal(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ real faces (dlib)
-def _portrait() -> np.ndarray:
-    import matplotlib
-
-    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    if not path.is_file():
-        pytest.skip("matplotlib's sample portrait is not installed")
-    return cv2.imread(str(path))
-
-
-def _needs_dlib():
-    pytest.importorskip("dlib")
-    from wflwv.baselines.dlib68 import dlib_predictor_path
-
-    try:
-        dlib_predictor_path()
-    except FileNotFoundError:
-        pytest.skip("face-recognition-models (dlib's 68-point model) is not installed")
-
-
 @pytest.fixture(scope="module")
 def portrait_static(tmp_path_factory):
     """A static exact-motion clip of a real face labelled once by the oracle (`--labels oracle`)."""
-    _needs_dlib()
+    needs_dlib()
     root = tmp_path_factory.mktemp("portrait")
     (root / "in").mkdir()
-    cv2.imwrite(str(root / "in" / "hopper.png"), cv2.resize(_portrait(), (256, 300), interpolation=cv2.INTER_AREA))
+    cv2.imwrite(str(root / "in" / "hopper.png"), cv2.resize(portrait(), (256, 300), interpolation=cv2.INTER_AREA))
     _cli("build", "--stills", root / "in", "--labels", "oracle", "--member", "dlib68", "--tta", "flip", "--out", root / "ds", "--frames", 16,
          "--size", "320x240", "--motion", "static", "--hard-fraction", 0, "--no-degrade", "--quiet")  # fmt: skip
     return root / "ds"
@@ -485,11 +467,11 @@ def test_shipped_model_nmf_on_a_static_clip_is_its_nmf_against_the_exact_labels(
 @pytest.fixture(scope="module")
 def face_build(tmp_path_factory):
     """`wflwv build --local` on a short real-face video (the portrait moving), with a small label floor."""
-    _needs_dlib()
+    needs_dlib()
     from wflwv.protocol.video import write_video
 
     root = tmp_path_factory.mktemp("facebuild")
-    small = cv2.resize(_portrait(), (256, 300), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(portrait(), (256, 300), interpolation=cv2.INTER_AREA)
     frames = []
     for t in range(30):
         a = 2 * np.pi * t / 30
