@@ -5,15 +5,16 @@ for the LDEQ at the demo size (the shipped demo model) and at the paper's widths
 seed 0), full solve and RwR, at several --batch-videos, with the baseline and this code run
 alternately --repeats times; prints per row the median frames per second of each, the speed-up, and the largest
 |prediction difference| in frame pixels over every landmark of every frame of every run. Each command runs at its
-defaults apart from the row's option: where this code's `wflwv bench` has --frame-batch, its full-solve rows batch
-frames by default, and rows "frames N" (--frame-batch N, the baseline without it) are added.
+defaults apart from the row's option: "defaults" runs both commands as a user would type them (each with its own
+default --batch-videos and --frame-batch), "videos N" gives both --batch-videos N, and where this code's `wflwv bench`
+has --frame-batch, rows "frames N" (--frame-batch N, the baseline without it) are added for the full solve.
 
 The clips are the demo dataset when it has already been built (it is never built here), else synthetic clips
 (`wflwv.testing.make_synthetic_dataset`, 640 x 480 frames, kept in the cache folder); the first line says which.
 
     git worktree add ../wflwv-base c70f376     # the code before issue 16
     python3 benchmarks/ldeq_speed.py --baseline ../wflwv-base [--sizes demo 224] [--modes full rwr]
-        [--batch-videos 1 4] [--frame-batch 8] [--repeats 3] [--clips 4] [--frames 48] [--frames-224 8] [--data DIR]
+        [--batch-videos 1 4] [--frame-batch 8] [--rows defaults videos frames] [--repeats 3] [--clips 4] [--frames 48] [--frames-224 8] [--data DIR]
 
 Timings on a machine shared with other work are noisy: the runs alternate so that load hits both alike, and the
 medians are printed; run it on a quiet machine for the numbers to quote.
@@ -113,6 +114,13 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["full", "rwr"], choices=["full", "rwr"])
     ap.add_argument("--batch-videos", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--frame-batch", type=int, default=4, help="an extra frame batch for the full solve, if supported")
+    ap.add_argument(
+        "--rows",
+        nargs="+",
+        default=["defaults", "videos", "frames"],
+        choices=["defaults", "videos", "frames"],
+        help="defaults: each command at its defaults; videos: both at each --batch-videos; frames: --frame-batch",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clips", type=int, default=4, help="clips used (synthetic: clips made)")
     ap.add_argument("--frames", type=int, default=48, help="frames per synthetic clip (demo size)")
@@ -142,8 +150,12 @@ def main() -> None:
             print(f"{size}: {what}; {len(ids)} clips used", flush=True)
             for mode in a.modes:
                 model_args = SIZES[size] + (["rwr=true"] if mode == "rwr" else [])
-                rows = [(f"videos {bv}", [f"--batch-videos={bv}"], [f"--batch-videos={bv}"]) for bv in a.batch_videos]
-                if frame_batch and mode == "full":  # the defaults batch frames; also without, and with another size
+                rows = [("defaults", [], [])] if "defaults" in a.rows else []
+                if "videos" in a.rows:
+                    rows += [
+                        (f"videos {bv}", [f"--batch-videos={bv}"], [f"--batch-videos={bv}"]) for bv in a.batch_videos
+                    ]
+                if frame_batch and mode == "full" and "frames" in a.rows:  # without frame batching, and another size
                     for fb in (1, a.frame_batch):
                         rows.append((f"frames {fb}", [], [f"--frame-batch={fb}"]))
                 for label, base_extra, new_extra in rows:

@@ -133,10 +133,25 @@ def test_bad_clips_are_recorded_and_the_rest_scored(synth_copy, tmp_path):
     assert "non-finite" in df.loc[easy[0], "error"] and "frame 3" in df.loc[easy[0], "error"]
 
 
+def test_batch_videos_auto_puts_two_clips_per_thread_in_a_call(synth_root, tmp_path):
+    from wflwv.benchmark.inference import auto_batch_videos
+
+    assert auto_batch_videos("cpu", 1) == 2 and auto_batch_videos("cpu", 2) == 4 and auto_batch_videos("cpu", 64) == 8
+    assert auto_batch_videos("cuda", 8) == 1
+    m = _Recorder()
+    _bench(m, synth_root, tmp_path / "auto", device="cpu")  # the default is auto
+    config = json.loads((tmp_path / "auto" / "run.json").read_text())["config"]
+    want = auto_batch_videos("cpu", torch.get_num_threads())
+    assert config["batch_videos"] == want and config["batch_videos_auto"] is True
+    assert max(len(c) for c in m.calls) == min(want, 4)  # the synthetic set has 4 clips
+    with pytest.raises(BenchError, match="integer >= 1 or 'auto'"):
+        _bench(_Recorder(), synth_root, tmp_path / "bad", batch_videos=0)
+
+
 def test_interrupted_run_resumes_without_redoing_finished_clips(synth_root, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        _bench(_Recorder(raise_after=12 + 5), synth_root, out)  # dies inside the second clip
+        _bench(_Recorder(raise_after=12 + 5), synth_root, out, batch_videos=1)  # dies inside the second clip
     done = sorted(p.stem for p in (out / "clips").glob("*.json"))
     assert len(done) == 1
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".") and p.name != LOCK_FILE]  # the lock file stays
@@ -226,6 +241,15 @@ def test_cli_errors_are_clear(synth_root, tmp_path):
     assert r.exit_code != 0 and "not found" in r.output
     r = CliRunner().invoke(cli, ["bench", "--model", "oracle", "--data", str(synth_root), "--filter", "ema:alpha"])
     assert r.exit_code != 0 and "--filter" in r.output
+    for bad in ("0", "many"):
+        r = CliRunner().invoke(cli, ["bench", "--model", "oracle", "--data", str(synth_root), "--batch-videos", bad])
+        assert r.exit_code == 2 and "neither a positive integer nor 'auto'" in r.output
+    out = tmp_path / "three"
+    r = CliRunner().invoke(
+        cli, ["bench", "--model", "oracle", "--data", str(synth_root), "--batch-videos", "3", "--out", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["config"]["batch_videos"] == 3
 
 
 def test_models_command_lists_descriptions():

@@ -476,6 +476,43 @@ def test_convolution_slices_are_the_whole_convolution():
             assert torch.equal(split(conv, x, act), act(conv(x))), (c_in, c_out, k)
 
 
+def test_small_convolutions_are_left_to_the_caller():
+    from wflwv.models.parallel import convolution_splitter
+
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1)
+    x = torch.randn(1, 32, 8, 8)
+    assert convolution_splitter(threads=2)(conv, x, torch.nn.Identity()) is None  # 590k MACs: not worth a thread
+    assert convolution_splitter(threads=2, min_slice_macs=1)(conv, x, torch.nn.Identity()) is not None
+
+
+def test_spread_over_keeps_the_caller_on_one_thread_and_tells_the_budget():
+    from wflwv.models.parallel import cpu_threads, spread_over
+
+    before = torch.get_num_threads()
+    assert cpu_threads() == before
+    with spread_over(3):
+        assert torch.get_num_threads() == 1 and cpu_threads() == 3
+        with spread_over(1):
+            assert cpu_threads() == 1
+        assert cpu_threads() == 3
+    assert torch.get_num_threads() == before and cpu_threads() == before
+
+
+def test_ldeq_takes_its_threads_from_spread_over(monkeypatch):
+    import wflwv.models.ldeq.model as model_module
+
+    seen = []
+    real = model_module.run_tasks
+    monkeypatch.setattr(model_module, "run_tasks", lambda tasks, threads: seen.append(threads) or real(tasks, threads))
+    m = _tiny_model(**WIDE68, solver="anderson", max_iters=2, tol=1e-3)
+    imgs = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    from wflwv.models.parallel import spread_over
+
+    with spread_over(3):
+        m.predict(imgs, [None, None], [None, None])
+    assert seen == [3]
+
+
 def test_run_tasks_order_errors_and_modes():
     from wflwv.models.parallel import one_thread, run_tasks
 

@@ -43,6 +43,7 @@ from wflwv.benchmark.inference import (
     DEFAULT_FRAME_BATCH,
     BenchError,
     ClipOutcome,
+    auto_batch_videos,
     check_precision,
     failed_outcome,
     load_clip,
@@ -94,6 +95,11 @@ class Engine(abc.ABC):
         """The engine's settings, for provenance when it is not started (nothing to do)."""
         return {"name": self.name}
 
+    def auto_batch_videos(self) -> int:
+        """Clips per group for ``batch_videos="auto"``, once started (:func:`~wflwv.benchmark.inference.auto_batch_videos`
+        for where and on how many threads the model runs)."""
+        return 1
+
 
 # ------------------------------------------------------------------------------------------------------------------
 class InProcessEngine(Engine):
@@ -114,6 +120,10 @@ class InProcessEngine(Engine):
         job.model.to(self.device)
         self.job = job
         return {**self.describe(), "device": str(self.device), "threads": torch.get_num_threads()}
+
+    def auto_batch_videos(self) -> int:
+        assert self.device is not None, "start() first"
+        return auto_batch_videos(self.device.type, torch.get_num_threads())
 
     def run(self, groups: Sequence[Sequence[str]]) -> Iterator[list[ClipOutcome]]:
         job, dev = self.job, self.device
@@ -361,6 +371,13 @@ class RayEngine(Engine):
             "worker_devices": sorted({i["device"] for i in infos}),
             "worker_hosts": sorted({i["host"] for i in infos}),
         }
+
+    def auto_batch_videos(self) -> int:
+        """Every worker on a CPU: the in-process rule for a worker's threads; any worker on a GPU: 1."""
+        devices = {torch.device(s.info["device"]).type for s in self.slots if s.info}
+        if devices != {"cpu"}:
+            return 1
+        return auto_batch_videos("cpu", self.spec.threads)
 
     def _wait_for_workers(self, actors: list[Any]) -> list[dict[str, Any]]:
         """Each worker's description once it has built its model; a worker that cannot work is an error."""

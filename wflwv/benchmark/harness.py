@@ -215,7 +215,7 @@ def run_benchmark(
     *,
     split: str = "all",
     device: str | torch.device | None = "auto",
-    batch_videos: int = 1,
+    batch_videos: int | str = "auto",
     frame_batch: int = DEFAULT_FRAME_BATCH,
     precision: str = "fp32",
     exact: bool = True,
@@ -235,7 +235,8 @@ def run_benchmark(
         split: ``hard``, ``easy``, ``all`` or a file of IDs.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``... (with a Ray engine: resolved on each worker).
         batch_videos: clips processed together (frame t of each in one batch for a stateful model; one stream
-            of frames for a stateless one); results do not change.
+            of frames for a stateless one); results do not change. ``"auto"`` (default): on a CPU two clips per
+            thread the model pass spreads over, at most 8; on a GPU 1 (:func:`~wflwv.benchmark.inference.auto_batch_videos`).
         frame_batch: frames per model call for a stateless model (``model.stateful`` False); results do not
             change. Stateful models always see one frame per clip per call.
         precision: ``fp32`` (default), ``bf16`` or ``fp16``: ``predict`` under ``torch.autocast``. Part of the
@@ -254,8 +255,9 @@ def run_benchmark(
     Raises:
         RunLockedError: another process is writing into ``out`` (nothing is read or written here then).
     """
-    if batch_videos < 1:
-        raise BenchError(f"batch_videos must be >= 1, got {batch_videos}")
+    auto = batch_videos == "auto"
+    if not auto and (isinstance(batch_videos, bool) or not isinstance(batch_videos, int) or batch_videos < 1):
+        raise BenchError(f"batch_videos must be an integer >= 1 or 'auto', got {batch_videos!r}")
     if frame_batch < 1:
         raise BenchError(f"frame_batch must be >= 1, got {frame_batch}")
     if precision not in PRECISIONS:
@@ -314,7 +316,7 @@ def run_benchmark(
     )
     config = {
         "split": split,
-        "batch_videos": batch_videos,
+        "batch_videos": batch_videos,  # "auto" is replaced by what it means on the started engine
         "frame_batch": frame_batch,
         "precision": precision,
         "exact": exact,
@@ -322,6 +324,9 @@ def run_benchmark(
     }
     try:
         engine_info = engine.start(job) if todo else engine.describe()
+        if auto:
+            batch_videos = engine.auto_batch_videos() if todo else 1
+            config.update(batch_videos=batch_videos, batch_videos_auto=True)
         run.write_run(
             {
                 "identity": identity,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from wflwv.models.api import CROP_SIZE, FrameInfo, LandmarkModel
-from wflwv.models.parallel import predict_per_sample
+from wflwv.models.parallel import cpu_threads, predict_per_sample, spread_over
 from wflwv.protocol.crop import apply_affine
 from wflwv.protocol.layout import Clip, ClipCrops, DatasetError, WFLWVDataset, decode_crops
 from wflwv.schemes import LandmarkScheme
@@ -36,6 +36,9 @@ __all__ = [
     "BenchError",
     "PRECISIONS",
     "DEFAULT_FRAME_BATCH",
+    "AUTO_CLIPS_PER_THREAD",
+    "AUTO_BATCH_VIDEOS_MAX",
+    "auto_batch_videos",
     "ClipOutcome",
     "LoadedClip",
     "load_clip",
@@ -48,6 +51,12 @@ __all__ = [
 
 #: ``--precision`` choices; fp32 is the default and the reference
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: ``batch_videos="auto"`` on a CPU: clips per group for each thread the model pass spreads over, at most
+#: :data:`AUTO_BATCH_VIDEOS_MAX` (a group's clips are decoded and held at once). Two per thread rather than one: the
+#: clips of a frame step finish their solves after different numbers of cell evaluations, and a second clip per
+#: thread fills the gaps (benchmarks/ldeq_speed.py)
+AUTO_CLIPS_PER_THREAD = 2
+AUTO_BATCH_VIDEOS_MAX = 8
 #: frames per ``predict`` call for stateless models when nothing else is asked. 16 rather than more: on a CPU the
 #: shipped UNet gains nothing past 16 and HRNet-small gets slower per frame with larger batches
 #: (benchmarks/throughput.py); on a GPU pass a larger --frame-batch
@@ -98,6 +107,16 @@ def failed_outcome(video_id: str, split: str, exc: BaseException) -> ClipOutcome
     """The outcome of a clip that could not even be loaded (no frames, unknown frame rate)."""
     msg = str(exc) if isinstance(exc, (DatasetError, BenchError)) else f"{type(exc).__name__}: {exc}"
     return ClipOutcome(video_id, split, 0, float("nan"), error=msg)
+
+
+def auto_batch_videos(device_type: str, threads: int) -> int:
+    """What ``batch_videos="auto"`` means for a model pass on ``device_type`` spread over ``threads`` CPU threads:
+    on a CPU, :data:`AUTO_CLIPS_PER_THREAD` clips per thread up to :data:`AUTO_BATCH_VIDEOS_MAX` (in exact mode the
+    samples of a call are spread over the threads, so a lone clip would leave all but one idle for a stateful
+    model); on a GPU 1 (pass a number: what fits depends on the model and the GPU)."""
+    if device_type != "cpu":
+        return 1
+    return max(1, min(AUTO_CLIPS_PER_THREAD * int(threads), AUTO_BATCH_VIDEOS_MAX))
 
 
 def is_stateful(model: LandmarkModel) -> bool:
@@ -189,7 +208,7 @@ class _Pass:
         states = [a.state for a, _ in items]
         with torch.inference_mode(), precision_context(self.precision, self.device):
             if self.exact and self.device.type == "cpu" and not getattr(self.model, "batch_invariant", False):
-                out = predict_per_sample(self.model, x, states, infos, torch.get_num_threads())
+                out = predict_per_sample(self.model, x, states, infos, cpu_threads())
             else:
                 out = self.model.predict(x, states, infos)
         lm = out.landmarks_numpy()
@@ -263,10 +282,14 @@ def _outcome(a: _Active) -> ClipOutcome:
 
 def _run(p: _Pass, loaded: list[LoadedClip], frame_batch: int, stateful: bool) -> list[ClipOutcome]:
     active = [_Active(b) for b in loaded]
-    if stateful:
-        _run_stateful(p, active)
-    else:
-        _run_stateless(p, active, frame_batch)
+    # exact mode on a CPU: the work is spread over the cores above the kernels (wflwv.models.parallel), so the frame
+    # loop itself stays on one torch thread and no idle OpenMP thread spins between two calls
+    spread = p.exact and p.device.type == "cpu"
+    with spread_over(cpu_threads()) if spread else contextlib.nullcontext():
+        if stateful:
+            _run_stateful(p, active)
+        else:
+            _run_stateless(p, active, frame_batch)
     return [_outcome(a) for a in active]
 
 

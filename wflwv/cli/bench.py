@@ -12,7 +12,7 @@ import click
 from wflwv.benchmark.cluster import ClusterError, import_ray
 from wflwv.benchmark.engines import RayEngine
 from wflwv.benchmark.harness import DEFAULT_FRAME_BATCH, PRECISIONS, BenchError, RunLockedError, run_benchmark
-from wflwv.cli.common import demo_data, parse_kv
+from wflwv.cli.common import BATCH_VIDEOS, demo_data, parse_kv
 from wflwv.filters import parse_filter_options
 from wflwv.models import check_model_name, create_model
 from wflwv.protocol.floor import floor_dominates, format_floor
@@ -116,10 +116,11 @@ def _engine(workers, address, cpus, gpus) -> RayEngine | None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--batch-videos",
-    default=1,
+    default="auto",
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Clips processed together (frame t of each in one batch); does not change results.",
+    type=BATCH_VIDEOS,
+    help="Clips processed together (frame t of each in one batch); does not change results in exact mode. auto: on "
+    "a CPU two per thread (at most 8), their samples spread over the cores; on a GPU 1.",
 )
 @click.option(
     "--frame-batch",

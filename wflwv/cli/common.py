@@ -12,9 +12,30 @@ import click
 from wflwv.config import parse_assignments
 from wflwv.models.checkpoints import NO_WEIGHTS
 
-__all__ = ["DEMO_HINT", "parse_kv", "demo_data", "echo_err"]
+__all__ = ["DEMO_HINT", "BATCH_VIDEOS", "parse_kv", "demo_data", "echo_err"]
 
 DEMO_HINT = "no --data given: using the demo dataset (real faces, see `wflwv demo`)"
+
+
+class _CountOrAuto(click.ParamType):
+    """A positive integer, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        try:
+            n = int(str(value))
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is neither a positive integer nor 'auto'", param, ctx)
+        return n
+
+
+#: the type of ``--batch-videos``
+BATCH_VIDEOS = _CountOrAuto()
 
 
 def echo_err(msg: str) -> None:

@@ -17,7 +17,7 @@ from wflwv.build.demo import (
     fetch_media,
     results_markdown,
 )
-from wflwv.cli.common import echo_err
+from wflwv.cli.common import BATCH_VIDEOS, echo_err
 from wflwv.filters import parse_filter_options
 from wflwv.models import create_model
 from wflwv.reports import build_report
@@ -90,7 +90,9 @@ def build_cmd(stills, quiet):
     help="Folder for the bench runs and the report (re-running reuses finished work).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-videos", default=4, show_default=True, type=click.IntRange(min=1), help="Clips per batch.")
+@click.option(
+    "--batch-videos", default="auto", show_default=True, type=BATCH_VIDEOS, help="Clips per batch (see wflwv bench)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_cmd(out, device, batch_videos, quiet):
     """Fetch, build, bench LDEQ with and without RwR, the UNet baseline with an EMA sweep on real and exact-motion

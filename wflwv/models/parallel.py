@@ -38,6 +38,8 @@ from wflwv.models.api import ModelOutput
 
 __all__ = [
     "one_thread",
+    "cpu_threads",
+    "spread_over",
     "run_tasks",
     "predict_per_sample",
     "split_convolutions",
@@ -59,6 +61,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
 _SPLIT: ContextVar[Callable[..., torch.Tensor] | None] = ContextVar("ldeq_convolution_split", default=None)
+_BUDGET: ContextVar[int | None] = ContextVar("wflwv_cpu_threads", default=None)
 
 
 @contextlib.contextmanager
@@ -72,6 +75,30 @@ def one_thread() -> Iterator[None]:
     finally:
         if n != 1:
             torch.set_num_threads(n)
+
+
+def cpu_threads() -> int:
+    """The CPU threads the work above the kernels may use here: what :func:`spread_over` set for this thread, else
+    torch's intra-op thread count."""
+    budget = _BUDGET.get()
+    return torch.get_num_threads() if budget is None else budget
+
+
+@contextlib.contextmanager
+def spread_over(threads: int) -> Iterator[None]:
+    """In this block the calling thread computes on one torch thread, and :func:`cpu_threads` says ``threads``: the
+    parallel work is the tasks handed to :func:`run_tasks`, never torch's own thread pool.
+
+    A whole frame loop runs inside this (the harness's exact mode on a CPU): an OpenMP thread woken by a small
+    step between two ``predict`` calls spins for a while after it, and that takes a core from the helper threads
+    and from the decoding of the next clips.
+    """
+    token = _BUDGET.set(max(int(threads), 1))
+    try:
+        with one_thread():
+            yield
+    finally:
+        _BUDGET.reset(token)
 
 
 def _forget_pool() -> None:  # a forked child has none of the parent's threads: it makes its own pool on demand
@@ -175,12 +202,15 @@ def predict_per_sample(model, images: torch.Tensor, states: Sequence[Any], frame
     return ModelOutput(landmarks, [s for o in outs for s in o.states], stats, heatmaps)
 
 
-def convolution_splitter(threads: int, min_slice_macs: int | None = None) -> Callable[..., torch.Tensor]:
+def convolution_splitter(threads: int, min_slice_macs: int | None = None) -> Callable[..., torch.Tensor | None]:
     """``split(conv, x, act)``: ``act(conv(x))`` computed over output-channel slices on ``threads`` threads
-    (slices of at least ``min_slice_macs`` multiply-adds; None: :data:`MIN_SLICE_MACS`)."""
+    (slices of at least ``min_slice_macs`` multiply-adds; None: :data:`MIN_SLICE_MACS`), or None for a convolution
+    too small to split (the caller computes it as usual)."""
     least = max(int(MIN_SLICE_MACS if min_slice_macs is None else min_slice_macs), 1)
 
-    def split(conv: torch.nn.Conv2d, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def split(
+        conv: torch.nn.Conv2d, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor | None:
         c_out = conv.out_channels
         kh, kw = conv.kernel_size
         h_out = (x.shape[-2] + 2 * conv.padding[0] - kh) // conv.stride[0] + 1
@@ -188,7 +218,7 @@ def convolution_splitter(threads: int, min_slice_macs: int | None = None) -> Cal
         macs = x.shape[0] * c_out * (conv.in_channels // conv.groups) * kh * kw * h_out * w_out
         pieces = min(SLICES_PER_THREAD * threads, c_out // CHANNEL_ALIGN, macs // least)
         if pieces < 2 or conv.groups != 1 or conv.padding_mode != "zeros":
-            return act(conv(x))
+            return None
         cuts = sorted({round(c_out * j / pieces / CHANNEL_ALIGN) * CHANNEL_ALIGN for j in range(1, pieces)} - {0})
         edges = [0, *[c for c in cuts if c < c_out], c_out]
         w, b = conv.weight, conv.bias

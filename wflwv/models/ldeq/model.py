@@ -12,7 +12,7 @@ from wflwv.models.api import FrameInfo, LandmarkModel, ModelOutput, imagenet_nor
 from wflwv.models.checkpoints import load_arch_checkpoint, load_state_dict_strict, resolve_default_weights, seeded_init
 from wflwv.models.ldeq.config import RWR_ITERS_RENAMED, LDEQConfig
 from wflwv.models.ldeq.net import LDEQNet
-from wflwv.models.parallel import one_thread, run_tasks, split_convolutions
+from wflwv.models.parallel import cpu_threads, one_thread, run_tasks, split_convolutions
 
 __all__ = ["LDEQModel"]
 
@@ -40,8 +40,8 @@ class LDEQModel(LandmarkModel):
             one batched call using torch's own threads (the same numbers up to rounding, which RwR on a trained
             model keeps at rounding level but a random network amplifies to pixels within a few frames). On a GPU
             ``sequential`` makes one call per sample.
-        threads: CPU threads of the sequential evaluation (None: torch's thread count at each call; 1: one sample
-            after another on the calling thread). Never changes a number.
+        threads: CPU threads of the sequential evaluation (None: the caller's, :func:`wflwv.models.parallel.cpu_threads`
+            at each call; 1: one sample after another on the calling thread). Never changes a number.
         solver, max_iters, tol, stop_mode: forward solver settings (None: from the weights' config); ``tol`` is the
             tolerance of ``stop_mode`` (relative for "rel"/"either", absolute for "abs").
         device: torch device.
@@ -166,11 +166,12 @@ class LDEQModel(LandmarkModel):
             raise ValueError(f"images must be (N, 3, H, W) RGB, got {tuple(images.shape)}")
         if len(states) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(states)} states")
-        self.net.eval()
+        if self.net.training:  # eval() walks every module: only when needed
+            self.net.eval()
         p = next(self.net.parameters())
         if not (self.sequential and p.device.type == "cpu"):
             return self._predict(images, states, p, threads=1)
-        threads = self.threads or torch.get_num_threads()  # the caller's count, read before going to one thread
+        threads = self.threads or cpu_threads()  # the caller's count, read before going to one thread
         with one_thread():  # everything on one thread: no wake-ups of idle threads for the small steps either
             return self._predict(images, states, p, threads)
 

@@ -70,10 +70,21 @@ class _ConvBlock(nn.Module):
             self.norm = nn.GroupNorm(gn_groups, c_out)
         else:
             self.norm = nn.Identity()
+        self._slope = 0.01 if act else None
+        self._gn = norm == "gn"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         split = current_splitter()  # set by the harness model to share large convolutions among CPU threads
-        return self.norm(self.act(self.conv(x)) if split is None else split(self.conv, x, self.act))
+        h = None if split is None else split(self.conv, x, self.act)
+        if h is None:  # the functional calls the modules make, without their call overhead (the same numbers)
+            c = self.conv
+            h = F.conv2d(x, c.weight, c.bias, c.stride, c.padding)
+            if self._slope is not None:
+                h = F.leaky_relu(h, self._slope)
+        if self._gn:
+            n = self.norm
+            return F.group_norm(h, n.num_groups, n.weight, n.bias, n.eps)
+        return self.norm(h)
 
 
 class _Hourglass(nn.Module):
@@ -95,20 +106,25 @@ class _Hourglass(nn.Module):
             setattr(self, f"downchan{2 * k - 1}", blk(hi, lo, 3))
             setattr(self, f"downchan{2 * k}", blk(2 * lo, lo, 1))
             setattr(self, f"same{4 + k}", blk(lo, lo, 5))
+        # the blocks in the order forward uses them (plain tuples: looked up once, not by name at every call)
+        self._encoder = tuple((getattr(self, f"same{j}"), getattr(self, f"upchan{j}")) for j in range(1, 5))
+        self._decoder = tuple(
+            (getattr(self, f"downchan{2 * k - 1}"), getattr(self, f"downchan{2 * k}"), getattr(self, f"same{4 + k}"))
+            for k in range(1, 5)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         h = x
-        for lvl in range(1, 5):
-            s = getattr(self, f"same{lvl}")(h)
+        for same, upchan in self._encoder:
+            s = same(h)
             skips.append(s)
-            h = getattr(self, f"upchan{lvl}")(F.avg_pool2d(s, 2))
+            h = upchan(F.avg_pool2d(s, 2))
         h = self.bottlneck(h)
-        for k in range(1, 5):
-            h = getattr(self, f"downchan{2 * k - 1}")(h)
-            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = getattr(self, f"downchan{2 * k}")(torch.cat([skips[4 - k], h], dim=1))
-            h = getattr(self, f"same{4 + k}")(h) + h
+        for k, (down, merge, same) in enumerate(self._decoder, start=1):
+            h = F.interpolate(down(h), scale_factor=2.0, mode="nearest")
+            h = merge(torch.cat([skips[4 - k], h], dim=1))
+            h = same(h) + h
         return h
 
 
