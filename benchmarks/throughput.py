@@ -5,11 +5,13 @@ without frame batching. One process; prints tables.
 Tables:
 
 1. **models alone** -- ``predict`` on batches of 256 x 256 crops (after two warm-up calls at each batch size):
-   the shipped UNet (``create_model("unet")``) and HRNet ``size=small`` (random weights: speed does not depend on
-   them) at frame batch 1 / 8 / 32. Peak memory on CUDA.
+   the shipped UNet (``create_model("unet")``), HRNet ``size=small`` (random weights: speed does not depend on
+   them) and LDEQ at the demo size and at the paper's widths, full solve and RwR (the shipped demo model; 224/224/24
+   with random weights, frame batches 1 and 8 only), at frame batch 1 / 8 / 32. Peak memory on CUDA.
 2. **bench pipeline alone** -- ``run_benchmark`` with the ``mean-shape`` model (no network): decoding, cropping,
    scoring and writing the run folder.
-3. **precision modes** -- a whole bench of the shipped UNet (the default frame batch) for every precision this machine runs
+3. **precision modes** -- whole benches of the shipped UNet (the default frame batch) and of the shipped LDEQ with RwR
+   for every precision this machine runs
    (fp32; bf16 on CUDA and on CPUs with native bf16; fp16 on CUDA): frames per second, and the change of NME and
    NMF against fp32 (relative change of the dataset means, and the largest change of a landmark, frame pixels).
 4. **whole command** -- ``wflwv bench --model unet`` as a subprocess with ``--frame-batch 1``, with the default
@@ -56,11 +58,17 @@ from wflwv.protocol.layout import WFLWVDataset  # noqa: E402
 
 FRAME_BATCHES = (1, 8, 32)
 
-#: rows of table 1: (label, model name, model arguments). The LDEQ rows (demo size and the paper's 224/224/24
-#: widths, full solve and RwR) belong here too; they come with the work on the LDEQ cell (issue 16).
+#: rows of table 1: (label, model name, model arguments, frame batches, stateful). LDEQ at the demo size (the shipped
+#: model) and at the paper's widths 224/224/24 (random weights from seed 0: an architecture field given means no
+#: shipped weights), full solve and RwR; for RwR a "frame batch" of N is frame t of N clips, each warm-started from
+#: its previous frame. The 224 model takes seconds per frame on a CPU: batches 1 and 8 only.
 MODEL_ROWS = [
-    ("unet (shipped)", "unet", {}),
-    ("hrnet small", "hrnet", {"size": "small", "weights": "none"}),
+    ("unet (shipped)", "unet", {}, FRAME_BATCHES, False),
+    ("hrnet small", "hrnet", {"size": "small", "weights": "none"}, FRAME_BATCHES, False),
+    ("ldeq demo", "ldeq", {}, FRAME_BATCHES, False),
+    ("ldeq demo rwr", "ldeq", {"rwr": True}, FRAME_BATCHES, True),
+    ("ldeq 224/224/24", "ldeq", {"num_landmarks": 98, "seed": 0}, (1, 8), False),
+    ("ldeq 224/224/24 rwr", "ldeq", {"num_landmarks": 98, "seed": 0, "rwr": True}, (1, 8), True),
 ]
 
 
@@ -80,13 +88,21 @@ CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def _predict_fps(
-    model, batch: int, device: torch.device, seconds: float, precision: str = "fp32", clock=time.perf_counter
+    model,
+    batch: int,
+    device: torch.device,
+    seconds: float,
+    precision: str = "fp32",
+    clock=time.perf_counter,
+    stateful: bool = False,
 ) -> float:
     x = torch.rand(batch, 3, 256, 256, device=device)
     states, frames = [None] * batch, [None] * batch
     with torch.inference_mode(), inference.precision_context(precision, device):
         for _ in range(2):
-            model.predict(x, states, frames)
+            out = model.predict(x, states, frames)
+            if stateful:  # the timed calls are later frames, warm-started from this one
+                states = out.states
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         n, t0 = 0, clock()
@@ -146,13 +162,20 @@ def table_models(args, device: torch.device, machine: str) -> None:
     head += f" {'fb32/fb1':>9} {'peak MB':>8}"
     print(head)
     print("-" * len(head))
-    for label, name, kw in MODEL_ROWS:
-        model = create_model(name, **kw).to(device)
+    for label, name, kw, batches, stateful in MODEL_ROWS:
+        with warnings.catch_warnings():  # "created without weights": meant (speed does not depend on them)
+            warnings.simplefilter("ignore")
+            model = create_model(name, **kw).to(device)
         for precision in _precisions(device):
             _reset_peak(device)
-            fps = [_predict_fps(model, b, device, args.seconds, precision, CLOCK[args.clock]) for b in FRAME_BATCHES]
-            cells = " ".join(f"{v:>9.1f}" for v in fps)
-            print(f"{label:<22} {precision:<9} {cells} {fps[-1] / fps[0]:>8.2f}x {_peak_mb(device):>8}")
+            fps = {
+                b: _predict_fps(model, b, device, args.seconds, precision, CLOCK[args.clock], stateful) for b in batches
+            }
+            cells = " ".join(f"{fps[b]:>9.1f}" if b in fps else f"{'-':>9}" for b in FRAME_BATCHES)
+            ratio = (
+                f"{fps[FRAME_BATCHES[-1]] / fps[FRAME_BATCHES[0]]:>8.2f}x" if FRAME_BATCHES[-1] in fps else f"{'-':>9}"
+            )
+            print(f"{label:<22} {precision:<9} {cells} {ratio} {_peak_mb(device):>8}", flush=True)
 
 
 def table_pipeline(data: Path, tmp: Path, device: torch.device, frames: int) -> None:
@@ -161,26 +184,31 @@ def table_pipeline(data: Path, tmp: Path, device: torch.device, frames: int) -> 
     print(f"\n2. bench pipeline alone (decode + crop + scoring + writing, mean-shape model): {frames / wall:.1f} fps")
 
 
+#: table 3's models: (label, model name, model arguments)
+PRECISION_ROWS = [("unet (shipped)", "unet", {}), ("ldeq demo rwr", "ldeq", {"rwr": True})]
+
+
 def table_precision(data: Path, tmp: Path, device: torch.device, frames: int, ids: list[str]) -> None:
-    print(f"\n3. precision modes: whole bench of the shipped UNet, frame batch {DEFAULT_FRAME_BATCH}")
+    print(f"\n3. precision modes: whole benches (stateless models at frame batch {DEFAULT_FRAME_BATCH})")
     head = (
-        f"{'precision':<9} {'fps':>8} {'NME %':>9} {'NMF':>9} {'dNME rel':>9} {'dNMF rel':>9} "
+        f"{'model':<16} {'precision':<9} {'fps':>8} {'NME %':>9} {'NMF':>9} {'dNME rel':>9} {'dNMF rel':>9} "
         f"{'max |d| px':>10} {'peak MB':>8}"
     )
     print(head)
     print("-" * len(head))
-    ref = None
-    for precision in _precisions(device):
-        out = tmp / f"unet-{precision}"
-        s, wall = _bench_row(create_model("unet"), data, out, device, precision=precision)
-        a = s["sets"]["none"]["splits"]["all"]
-        if ref is None:
-            ref = (a, out)
-        d_nme = (a["nme"] - ref[0]["nme"]) / ref[0]["nme"]
-        d_nmf = (a["nmf"] - ref[0]["nmf"]) / ref[0]["nmf"]
-        worst = _max_prediction_diff(ref[1], out, ids)
-        print(f"{precision:<9} {frames / wall:>8.1f} {a['nme']:>9.4f} {a['nmf']:>9.3f} {100 * d_nme:>8.3f}% "
-              f"{100 * d_nmf:>8.3f}% {worst:>10.4f} {_peak_mb(device):>8}")  # fmt: skip
+    for label, name, kw in PRECISION_ROWS:
+        ref = None
+        for precision in _precisions(device):
+            out = tmp / f"{name}-{precision}"
+            s, wall = _bench_row(create_model(name, **kw), data, out, device, precision=precision)
+            a = s["sets"]["none"]["splits"]["all"]
+            if ref is None:
+                ref = (a, out)
+            d_nme = (a["nme"] - ref[0]["nme"]) / ref[0]["nme"]
+            d_nmf = (a["nmf"] - ref[0]["nmf"]) / ref[0]["nmf"]
+            worst = _max_prediction_diff(ref[1], out, ids)
+            print(f"{label:<16} {precision:<9} {frames / wall:>8.1f} {a['nme']:>9.4f} {a['nmf']:>9.3f} "
+                  f"{100 * d_nme:>8.3f}% {100 * d_nmf:>8.3f}% {worst:>10.4f} {_peak_mb(device):>8}", flush=True)  # fmt: skip
     print("(fp32 is the default; another mode is worth it only when its change is below 0.1 % NME and 1 % NMF)")
 
 

@@ -374,7 +374,7 @@ class RayEngine(Engine):
 
     def auto_batch_videos(self) -> int:
         """Every worker on a CPU: the in-process rule for a worker's threads; any worker on a GPU: 1."""
-        devices = {torch.device(s.info["device"]).type for s in self.slots if s.info}
+        devices = {str(s.info.get("device", "")).split(":")[0] for s in self.slots}
         if devices != {"cpu"}:
             return 1
         return auto_batch_videos("cpu", self.spec.threads)

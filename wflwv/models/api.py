@@ -150,7 +150,9 @@ class LandmarkModel(abc.ABC):
     #: for numpy models, or LDEQ's sequential evaluation). False (the default for networks, whose convolution
     #: kernels round differently for other batch sizes and thread counts): on a CPU the harness's exact mode then
     #: computes every sample alone on one-threaded kernels, samples spread over threads
-    #: (:func:`wflwv.models.parallel.predict_per_sample`)
+    #: (:func:`wflwv.models.parallel.predict_per_sample`). True: the exact mode calls :meth:`predict` on the whole
+    #: batch with torch on one thread; :func:`wflwv.models.parallel.cpu_threads` says how many threads the model may
+    #: spread its own work over (:func:`wflwv.models.parallel.run_tasks`), as LDEQ does
     batch_invariant: bool = False
     #: the network, if any (moved by :meth:`to`)
     net: torch.nn.Module | None = None
