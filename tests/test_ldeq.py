@@ -685,3 +685,13 @@ def test_checkpoint_errors(tmp_path):
     assert load_checkpoint(bare)["format"] == "state_dict"
     with pytest.raises(CheckpointError, match="bare state dict"):
         load_arch_checkpoint(bare, "ldeq")
+
+
+def test_predict_puts_a_network_left_in_training_mode_back_in_eval():
+    m = _tiny_model(**WIDE68, solver="anderson", max_iters=2, tol=1e-3)
+    imgs = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    want = m.predict(imgs, [None], [None]).landmarks_numpy()
+    m.net.tail[0].norm.train()  # one BatchNorm in training mode would use (and change) batch statistics
+    got = m.predict(imgs, [None], [None]).landmarks_numpy()
+    assert not any(mod.training for mod in m.net.modules())
+    np.testing.assert_array_equal(got, want)

@@ -166,7 +166,7 @@ class LDEQModel(LandmarkModel):
             raise ValueError(f"images must be (N, 3, H, W) RGB, got {tuple(images.shape)}")
         if len(states) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(states)} states")
-        if self.net.training:  # eval() walks every module: only when needed
+        if any(m.training for m in self.net.modules()):  # eval() sets every module's flag: only when one is off
             self.net.eval()
         p = next(self.net.parameters())
         if not (self.sequential and p.device.type == "cpu"):
