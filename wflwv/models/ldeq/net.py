@@ -106,25 +106,20 @@ class _Hourglass(nn.Module):
             setattr(self, f"downchan{2 * k - 1}", blk(hi, lo, 3))
             setattr(self, f"downchan{2 * k}", blk(2 * lo, lo, 1))
             setattr(self, f"same{4 + k}", blk(lo, lo, 5))
-        # the blocks in the order forward uses them (plain tuples: looked up once, not by name at every call)
-        self._encoder = tuple((getattr(self, f"same{j}"), getattr(self, f"upchan{j}")) for j in range(1, 5))
-        self._decoder = tuple(
-            (getattr(self, f"downchan{2 * k - 1}"), getattr(self, f"downchan{2 * k}"), getattr(self, f"same{4 + k}"))
-            for k in range(1, 5)
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         h = x
-        for same, upchan in self._encoder:
-            s = same(h)
+        for lvl in range(1, 5):
+            s = getattr(self, f"same{lvl}")(h)
             skips.append(s)
-            h = upchan(F.avg_pool2d(s, 2))
+            h = getattr(self, f"upchan{lvl}")(F.avg_pool2d(s, 2))
         h = self.bottlneck(h)
-        for k, (down, merge, same) in enumerate(self._decoder, start=1):
-            h = F.interpolate(down(h), scale_factor=2.0, mode="nearest")
-            h = merge(torch.cat([skips[4 - k], h], dim=1))
-            h = same(h) + h
+        for k in range(1, 5):
+            h = getattr(self, f"downchan{2 * k - 1}")(h)
+            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+            h = getattr(self, f"downchan{2 * k}")(torch.cat([skips[4 - k], h], dim=1))
+            h = getattr(self, f"same{4 + k}")(h) + h
         return h
 
 
