@@ -70,21 +70,17 @@ class _ConvBlock(nn.Module):
             self.norm = nn.GroupNorm(gn_groups, c_out)
         else:
             self.norm = nn.Identity()
-        self._slope = 0.01 if act else None
-        self._gn = norm == "gn"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, act, norm = self.conv, self.act, self.norm
         split = current_splitter()  # set by the harness model to share large convolutions among CPU threads
-        h = None if split is None else split(self.conv, x, self.act)
+        h = None if split is None else split(c, x, act)
         if h is None:  # the functional calls the modules make, without their call overhead (the same numbers)
-            c = self.conv
-            h = F.conv2d(x, c.weight, c.bias, c.stride, c.padding)
-            if self._slope is not None:
-                h = F.leaky_relu(h, self._slope)
-        if self._gn:
-            n = self.norm
-            return F.group_norm(h, n.num_groups, n.weight, n.bias, n.eps)
-        return self.norm(h)
+            h = F.conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+            h = F.leaky_relu(h, act.negative_slope) if isinstance(act, nn.LeakyReLU) else act(h)
+        if isinstance(norm, nn.GroupNorm):
+            return F.group_norm(h, norm.num_groups, norm.weight, norm.bias, norm.eps)
+        return norm(h)
 
 
 class _Hourglass(nn.Module):
